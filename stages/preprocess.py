@@ -1,0 +1,28 @@
+"""Stage 1: XSum (hub or local files) → cleaned, subset, tokenized splits and their statistics."""
+import click
+
+from stages import fail_cleanly
+from xsumtune.config import load_config
+from xsumtune.io import write_json, write_parquet
+from xsumtune.preprocessing import prepare_splits
+from xsumtune.tokenization import load_tokenizer
+
+
+@click.command()
+@click.option("--params", default="params.yaml", show_default=True)
+@click.option("--out-dir", required=True, help="Directory for train/validation/test .parquet files.")
+@click.option("--stats", required=True, help="Statistics metrics file (JSON).")
+@fail_cleanly
+def main(params, out_dir, stats):
+    config = load_config(params)
+    tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
+    splits, statistics = prepare_splits(config, tokenizer)
+    for name, rows in splits.items():
+        write_parquet(f"{out_dir}/{name}.parquet", rows)
+    write_json(stats, statistics)
+    click.echo(f"preprocess: {', '.join(f'{n} {len(r)}' for n, r in splits.items())}; "
+               f"dropped {statistics['dropped']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Stage 2: LoRA (or QLoRA) fine-tuning of the base model; writes the adapter and training metrics."""
+import click
+
+from stages import fail_cleanly
+from xsumtune.config import load_config
+from xsumtune.io import read_parquet, write_json
+from xsumtune.modeling import apply_lora, load_base_model
+from xsumtune.tokenization import load_tokenizer
+from xsumtune.training import train_adapter
+
+
+@click.command()
+@click.option("--params", default="params.yaml", show_default=True)
+@click.option("--train-data", required=True, help="Processed train split (.parquet).")
+@click.option("--validation-data", required=True, help="Processed validation split (.parquet).")
+@click.option("--adapter-dir", required=True, help="Where the trained LoRA adapter goes.")
+@click.option("--live-dir", required=True, help="dvclive directory: metrics.json and loss plots.")
+@fail_cleanly
+def main(params, train_data, validation_data, adapter_dir, live_dir):
+    config = load_config(params)
+    tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
+    model = load_base_model(config.model, config.seed)
+    model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)
+    metrics = train_adapter(config, model, tokenizer, read_parquet(train_data), read_parquet(validation_data),
+                            adapter_dir, live_dir)
+    click.echo(f"train: {metrics}")
+
+
+if __name__ == "__main__":
+    main()

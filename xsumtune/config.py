@@ -1,0 +1,207 @@
+"""params.yaml, loaded once into frozen dataclasses: unknown keys and wrong types fail with the key's name."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from xsumtune.prompts import TEMPLATES
+
+
+class ConfigError(ValueError):
+    """A params file that can't be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "data/sample"  # a local directory of <split>.{jsonl,parquet,csv}, or a hub dataset id
+    revision: str | None = None  # hub commit to pin; ignored for local sources
+    train_split: str = "train"
+    validation_split: str = "validation"
+    test_split: str = "test"
+    train_size: int | None = 2000  # the reference experiment's subset; null takes the whole split
+    validation_size: int | None = 500
+    test_size: int | None = None
+    on_bad_row: Literal["error", "drop"] = "error"  # malformed rows: stop with the row named, or count and drop
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    template: str = "direct"
+    max_seq_len: int = 1126  # prompt + summary + eos; the reference experiment's length
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "microsoft/phi-2"  # hub id or local directory, for from_pretrained
+    weights: Literal["pretrained", "random"] = "pretrained"  # random: build from the config alone (seeded)
+    revision: str | None = None
+    tokenizer: str = "microsoft/phi-2"
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    quantization: Literal["none", "nf4"] = "none"
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"  # nf4 matmul dtype
+    attn_implementation: Literal["eager", "sdpa"] = "sdpa"
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    bias: Literal["none", "all", "lora_only"] = "none"
+    target_modules: tuple[str, ...] | str = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 3.0
+    batch_size: int = 2
+    grad_accum: int = 8  # effective batch 16, the reference experiment's
+    lr: float = 2.0e-4
+    scheduler: str = "cosine"
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw_torch"
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 16
+    max_new_tokens: int = 60  # XSum summaries average ~26 tokens; the cap never counts the prompt
+    num_beams: int = 1
+    do_sample: bool = False
+    zero_shot: bool = True  # also score the base model without the adapter on the same examples
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read params: {error}") from error
+    config = _build(Config, raw, path, prefix="")
+    validate(config, path)
+    return config
+
+
+def validate(config: Config, path: Path) -> None:
+    """Checks that need more than one field's type."""
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{path}: {key}: {message}")
+
+    if config.prompt.template not in TEMPLATES:
+        fail("prompt.template", f"unknown template {config.prompt.template!r}; choose from {sorted(TEMPLATES)}")
+    positive = {
+        "prompt.max_seq_len": config.prompt.max_seq_len,
+        "lora.r": config.lora.r,
+        "lora.alpha": config.lora.alpha,
+        "train.epochs": config.train.epochs,
+        "train.batch_size": config.train.batch_size,
+        "train.grad_accum": config.train.grad_accum,
+        "train.lr": config.train.lr,
+        "train.logging_steps": config.train.logging_steps,
+        "evaluate.batch_size": config.evaluate.batch_size,
+        "evaluate.max_new_tokens": config.evaluate.max_new_tokens,
+        "evaluate.num_beams": config.evaluate.num_beams,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            fail(key, f"must be > 0, got {value}")
+    for key in ("train_size", "validation_size", "test_size"):
+        value = getattr(config.data, key)
+        if value is not None and value <= 0:
+            fail(f"data.{key}", f"must be > 0 or null, got {value}")
+    if not 0.0 <= config.lora.dropout < 1.0:
+        fail("lora.dropout", f"must be in [0, 1), got {config.lora.dropout}")
+    if config.evaluate.max_new_tokens >= config.prompt.max_seq_len:
+        fail("evaluate.max_new_tokens", f"{config.evaluate.max_new_tokens} leaves no room for the prompt "
+             f"within prompt.max_seq_len={config.prompt.max_seq_len}")
+    targets = config.lora.target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        fail("lora.target_modules", f"a list of module names or 'all-linear', got {targets!r}")
+
+
+def _build(cls, raw, path: Path, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    values = {}
+    for name, value in raw.items():
+        key = prefix + name
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, value, path, key + ".")
+        else:
+            values[name] = _coerce(kind, value, path, key)
+    return cls(**values)
+
+
+def _coerce(kind, value, path: Path, key: str):
+    """Returns value as kind, or raises ConfigError naming the key."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(kind):
+            try:
+                return _coerce(option, value, path, key)
+            except ConfigError as error:
+                errors.append(error)
+        raise ConfigError(f"{path}: {key}: expected {_describe(kind)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            raise ConfigError(f"{path}: {key}: expected one of {list(typing.get_args(kind))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
+            raise ConfigError(f"{path}: {key}: expected a non-empty list of strings, got {value!r}")
+        return tuple(value)
+    if kind is type(None):
+        if value is not None:
+            raise ConfigError(f"{path}: {key}: expected null, got {value!r}")
+        return None
+    if kind is float:
+        # YAML reads 2e-4 as a string; accept ints but not strings, so that mistake is caught.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: {key}: expected a number, got {value!r} "
+                              f"(write floats as 2.0e-4: YAML reads 2e-4 as a string)")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: {key}: expected an integer, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key}: expected true or false, got {value!r}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {kind} for {key}")
+
+
+def _describe(kind) -> str:
+    return " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(kind))

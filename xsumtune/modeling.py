@@ -1,0 +1,100 @@
+"""Load the base causal LM (pretrained, or random weights from a config) and wrap it with LoRA."""
+from __future__ import annotations
+
+import torch
+
+from xsumtune.config import LoraConfig, ModelConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def quantization_config(config: ModelConfig):
+    """bitsandbytes 4-bit NF4 with double quantization, or None."""
+    if config.quantization == "none":
+        return None
+    if not torch.cuda.is_available():
+        raise RuntimeError("model.quantization: nf4 needs a CUDA GPU (bitsandbytes 4-bit); "
+                           "use model.quantization: none on this machine")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=DTYPES[config.compute_dtype],
+    )
+
+
+def load_base_model(config: ModelConfig, seed: int):
+    """The base model on this machine's device; `weights: random` builds it from its config, seeded."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = DTYPES[config.dtype]
+    quantization = quantization_config(config)
+    if config.weights == "random":
+        torch.manual_seed(seed)
+        architecture = AutoConfig.from_pretrained(config.name, revision=config.revision)
+        architecture._attn_implementation = config.attn_implementation
+        model = AutoModelForCausalLM.from_config(architecture, dtype=dtype)
+        if quantization is not None:
+            model = _quantize_random(model, quantization)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            config.name, revision=config.revision, dtype=dtype,
+            attn_implementation=config.attn_implementation,
+            quantization_config=quantization,
+            device_map={"": device()} if quantization is not None else None,
+        )
+    if quantization is None:
+        model.to(device())
+    model.config.pad_token_id = model.config.eos_token_id
+    return model
+
+
+def _quantize_random(model, quantization):
+    """Random weights have no checkpoint for from_pretrained to quantize: save them, then load 4-bit."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_pretrained(directory)
+        return AutoModelForCausalLM.from_pretrained(
+            directory, quantization_config=quantization, device_map={"": device()},
+            dtype=model.dtype, attn_implementation=model.config._attn_implementation)
+
+
+def lora_config(config: LoraConfig):
+    from peft import LoraConfig as PeftLoraConfig
+
+    targets = config.target_modules
+    return PeftLoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, bias=config.bias,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
+    )
+
+
+def apply_lora(model, config: LoraConfig, seed: int, gradient_checkpointing: bool = False):
+    """Base frozen, LoRA adapter trainable; the seed fixes the adapter's initial weights."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    torch.manual_seed(seed)
+    return get_peft_model(model, lora_config(config))
+
+
+def load_for_inference(model_config: ModelConfig, adapter_dir: str, seed: int):
+    """Base + trained adapter, in eval mode."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_base_model(model_config, seed), adapter_dir)
+    return model.eval()
