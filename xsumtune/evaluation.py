@@ -33,7 +33,7 @@ def score_system(rows: list[dict], generated: list[Generated]) -> tuple[dict, li
         {"id": row["id"], "reference": row["summary"], "prediction": g.prediction,
          **{key: round(s[key], 4) for key in ROUGE_KEYS}, "tokens": g.tokens,
          "stopped_by_cap": g.stopped_by_cap, "error": g.error}
-        for row, g in zip(rows, ordered)
+        for row, g, s in zip(rows, ordered, per_example)
     ]
     return {**rouge, "generation": generation_statistics(ordered)}, records
 

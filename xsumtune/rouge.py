@@ -21,7 +21,7 @@ def split_sentences(text: str) -> str:
 def score_pair(prediction: str, reference: str) -> dict[str, float]:
     """Per-example F1 ×100 for each ROUGE key; an empty prediction scores 0."""
     scores = _scorer.score(split_sentences(reference), split_sentences(prediction))
-    return {key: scores[key].fmeasure * 100 for key in ROUGE_KEYS}
+    return {key: float(scores[key].fmeasure) * 100 for key in ROUGE_KEYS}
 
 
 def score_corpus(predictions: list[str], references: list[str]) -> tuple[dict[str, float], list[dict]]:

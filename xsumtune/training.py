@@ -88,11 +88,12 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
             callbacks=[LiveLogger(live)],
         )
         result = trainer.train()
-        evaluation = trainer.evaluate()
+        # eval_strategy "epoch" already scored the final weights; the last eval_loss is theirs.
+        eval_loss = [log["eval_loss"] for log in trainer.state.log_history if "eval_loss" in log][-1]
         metrics = {
             "train_loss": result.training_loss,
-            "eval_loss": evaluation["eval_loss"],
-            "eval_perplexity": math.exp(min(evaluation["eval_loss"], 50.0)),
+            "eval_loss": eval_loss,
+            "eval_perplexity": math.exp(min(eval_loss, 50.0)),
             "train_steps": result.global_step,
             "train_examples": len(train_rows),
             "train_tokens": sum(len(row["input_ids"]) for row in train_rows) * config.train.epochs,
@@ -128,7 +129,7 @@ class LiveLogger(TrainerCallback):
             return
         self.live.step = state.global_step
         for key, value in logs.items():
-            if key == "epoch" or not isinstance(value, (int, float)) or key.endswith(("_runtime", "per_second")):
+            if key in ("epoch", "total_flos") or not isinstance(value, (int, float)) or key.endswith(("_runtime", "per_second")):
                 continue
             name = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
             if name.startswith("train/train_"):

@@ -1,0 +1,83 @@
+"""params.yaml and every profile load into the typed config; bad params fail with the key's name."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xsumtune.config import Config, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = sorted(p.stem for p in (ROOT / "conf" / "profile").glob("*.yaml"))
+
+
+def compose(tmp_path, overrides=()):
+    from dvc.utils.hydra import compose_and_dump
+
+    out = tmp_path / "params.yaml"
+    compose_and_dump(out, str(ROOT / "conf"), None, "config", str(ROOT), list(overrides))
+    return out
+
+
+def test_params_yaml_loads():
+    config = load_config(ROOT / "params.yaml")
+    assert isinstance(config, Config)
+    assert config.model.weights == "random"  # the default profile needs no download
+
+
+def test_params_yaml_is_the_default_composition(tmp_path):
+    """dvc exp run composes params.yaml from conf/; the committed file must be that composition."""
+    assert yaml.safe_load(compose(tmp_path).read_text()) == yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_loads(tmp_path, profile):
+    config = load_config(compose(tmp_path, [f"profile={profile}"]))
+    assert config.prompt.template == "direct"
+
+
+def test_real_profile_is_the_reference_experiment(tmp_path):
+    config = load_config(compose(tmp_path, ["profile=phi2"]))
+    assert (config.model.name, config.data.source) == ("microsoft/phi-2", "EdinburghNLP/xsum")
+    assert (config.data.train_size, config.data.validation_size, config.data.test_size) == (2000, 500, None)
+    assert (config.lora.r, config.lora.alpha, config.lora.dropout) == (16, 32, 0.05)
+    assert config.lora.target_modules == ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+    assert (config.train.epochs, config.train.batch_size, config.train.grad_accum) == (3, 2, 8)
+    assert (config.train.lr, config.train.warmup_steps, config.train.scheduler) == (2.0e-4, 100, "cosine")
+    assert config.model.quantization == "nf4"
+    assert config.evaluate.max_new_tokens == 60
+
+
+def write_params(tmp_path, edit):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["train"].update(lrr=1.0), "unknown key train.lrr"),
+    (lambda p: p.update(extra=1), "unknown key extra"),
+    (lambda p: p["train"].update(lr="2e-4"), "train.lr: expected a number"),
+    (lambda p: p["train"].update(lr=0.0), "train.lr: must be > 0"),
+    (lambda p: p["lora"].update(r=0), "lora.r: must be > 0"),
+    (lambda p: p["lora"].update(r=1.5), "lora.r: expected an integer"),
+    (lambda p: p["prompt"].update(template="poem"), "prompt.template: unknown template 'poem'"),
+    (lambda p: p["model"].update(quantization="int3"), "model.quantization: expected one of"),
+    (lambda p: p["evaluate"].update(max_new_tokens=0), "evaluate.max_new_tokens: must be > 0"),
+    (lambda p: p["evaluate"].update(max_new_tokens=5000), "evaluate.max_new_tokens: 5000 leaves no room"),
+    (lambda p: p["lora"].update(target_modules="everything"), "lora.target_modules"),
+    (lambda p: p["data"].update(on_bad_row="skip"), "data.on_bad_row"),
+    (lambda p: p.update(train=[1, 2]), "train: expected a mapping"),
+])
+def test_bad_params_name_the_key(tmp_path, edit, message):
+    path = write_params(tmp_path, edit)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_all_linear_targets_accepted(tmp_path):
+    path = write_params(tmp_path, lambda p: p["lora"].update(target_modules="all-linear"))
+    assert load_config(path).lora.target_modules == "all-linear"

@@ -1,0 +1,70 @@
+"""LoRA invariants after real Trainer steps: base weights frozen and unchanged, adapter weights moved."""
+import dataclasses
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from xsumtune.config import Config, LoraConfig, TrainConfig
+from xsumtune.io import read_parquet
+from xsumtune.modeling import apply_lora, load_base_model
+from xsumtune.tokenization import PromptEncoder
+from xsumtune.training import train_adapter
+
+ARTICLES = [
+    ("The city council voted to close the library on Friday.", "A library is to close."),
+    ("Heavy rain flooded roads across the county overnight.", "Roads have been flooded."),
+    ("The club signed a striker from a rival team on loan.", "A striker has joined on loan."),
+    ("Scientists found a new species of frog in the forest.", "A new frog species has been found."),
+]
+
+
+def examples(tokenizer):
+    encoder = PromptEncoder(tokenizer, "direct")
+    return [encoder.encode(d, s, 128) for d, s in ARTICLES]
+
+
+def test_training_moves_the_adapter_only(tmp_path, tokenizer, tiny_model_config):
+    config = Config(
+        model=tiny_model_config, lora=LoraConfig(),
+        train=TrainConfig(epochs=2, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=1,
+                          optimizer="adamw_torch", gradient_checkpointing=False),
+    )
+    model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    targets = {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in trainable}
+    assert targets == {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"}
+
+    rows = examples(tokenizer)
+    metrics = train_adapter(config, model, tokenizer, rows, rows[:2], str(tmp_path / "adapter"), str(tmp_path / "live"))
+
+    after = dict(model.named_parameters())
+    base_changed = [n for n in before if n not in trainable and not torch.equal(before[n], after[n])]
+    adapter_changed = [n for n in trainable if "lora_B" in n and not torch.equal(before[n], after[n])]
+    assert base_changed == []
+    assert len(adapter_changed) == sum("lora_B" in n for n in trainable)  # every B matrix moved off zero
+    assert metrics["train_steps"] == 4 and metrics["eval_perplexity"] > 1
+
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert saved and all("lora_" in key for key in saved)  # the adapter, never the base model
+    live = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert {"train_loss", "eval_loss", "eval_perplexity"} <= set(live)
+    assert (tmp_path / "live" / "plots" / "metrics" / "train" / "loss.tsv").exists()
+
+
+def test_seed_fixes_base_and_adapter_init(tiny_model_config):
+    def build(seed):
+        model = apply_lora(load_base_model(tiny_model_config, seed), LoraConfig(), seed)
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    first, again, other = build(1), build(1), build(2)
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert any(not torch.equal(first[n], other[n]) for n in first if "lora_A" in n)
+
+
+def test_all_linear_targets_every_linear_layer(tiny_model_config):
+    model = apply_lora(load_base_model(tiny_model_config, 0), LoraConfig(target_modules="all-linear"), 0)
+    targets = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
+    assert {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"} <= targets

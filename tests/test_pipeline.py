@@ -1,0 +1,99 @@
+"""The default profile end to end: `dvc repro` in a temporary copy of the repository, then `dvc exp show`."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+
+def run(args, cwd, check=True):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A fresh copy of the committed tree (plus working changes) as its own git repository."""
+    copy = tmp_path_factory.mktemp("repo")
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    run(["git", "init", "-q"], copy)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], copy)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], copy)
+    return copy
+
+
+def dvc(*args, cwd, check=True):
+    return run([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+def test_default_profile_repro_writes_metrics(repo):
+    dvc("repro", cwd=repo)
+    metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    test_size = yaml.safe_load((repo / "params.yaml").read_text())["data"]["test_size"]
+    assert {"rouge1", "rouge2", "rougeL", "rougeLsum"} <= set(metrics)
+    assert metrics["generation"]["failed"] == 0
+    assert metrics["generation"]["total"] == test_size
+    assert {"rouge1", "rougeL"} <= set(metrics["zero_shot"]) and "rouge1_abs" in metrics["gain_over_zero_shot"]
+    predictions = [json.loads(line) for line in (repo / "metrics" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == test_size and len({p["id"] for p in predictions}) == test_size
+    assert {"id", "reference", "prediction", "rouge1", "rougeL"} <= set(predictions[0])
+    stats = json.loads((repo / "metrics" / "preprocess.json").read_text())
+    assert stats["test"]["examples"] == test_size and "dropped" in stats
+    train = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
+    assert {"train_loss", "eval_loss", "eval_perplexity"} <= set(train)
+    assert (repo / "models" / "adapter" / "adapter_model.safetensors").exists()
+
+    # a second repro has nothing to do
+    assert "Stage 'evaluate' didn't change" in dvc("repro", cwd=repo).stdout
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    workspace = shown[0]["rev"] == "workspace" and shown[0]["data"]["metrics"]
+    assert workspace["metrics/evaluate.json"]["data"]["rougeL"] == metrics["rougeL"]
+    table = dvc("exp", "show", "--no-pager", "--md", cwd=repo).stdout
+    assert "rouge1" in table and "rougeLsum" in table
+
+
+def write_source(repo, lines: bytes):
+    (repo / "bad").mkdir(exist_ok=True)
+    (repo / "bad" / "test.jsonl").write_bytes(lines)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(source="bad", train_split="test", validation_split="test", train_size=1,
+                          validation_size=1, test_size=None)
+    path = repo / "bad" / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("lines, message", [
+    (b'{"id": "1", "document": "d", "summary": "s"}\n{"id": "2", "document": "d"}\n',
+     "bad/test.jsonl: row 2: field 'summary': missing"),
+    (b'{"id": "1", "document": "d", "summary": "s"}\n{"id": "2", "document": "\xff", "summary": "s"}\n',
+     "bad/test.jsonl: row 2: field '-': not UTF-8"),
+])
+def test_preprocess_bad_input_is_one_clear_line_and_no_output(repo, lines, message):
+    params = write_source(repo, lines)
+    out = repo / "bad" / "processed"
+    result = run([sys.executable, "-m", "stages.preprocess", "--params", str(params), "--out-dir", str(out),
+                  "--stats", str(repo / "bad" / "stats.json")], repo, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and not (repo / "bad" / "stats.json").exists()
+
+
+def test_unknown_params_key_stops_the_stage(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["epoch"] = 2
+    (repo / "typo.yaml").write_text(yaml.safe_dump(params))
+    result = run([sys.executable, "-m", "stages.train", "--params", "typo.yaml", "--train-data", "x",
+                  "--validation-data", "x", "--adapter-dir", "a", "--live-dir", "l"], repo, check=False)
+    assert result.returncode == 1 and "unknown key train.epoch" in result.stderr
+    assert "Traceback" not in result.stderr
