@@ -31,7 +31,7 @@ class PromptEncoder:
         self.eos = tokenizer.eos_token_id
 
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
 
     def prompt(self, article_ids: list[int], budget: int) -> tuple[list[int], bool]:
         """Prompt ids within `budget` tokens, cutting the article's end; (ids, truncated)."""
