@@ -19,7 +19,7 @@ def build_prompts(config: Config, tokenizer, rows: list[dict]) -> list[dict]:
 def run_system(config: Config, model, tokenizer, prompts: list[dict], desc: str) -> list[Generated]:
     e = config.evaluate
     return generate_summaries(model, tokenizer, prompts, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-                              num_beams=e.num_beams, do_sample=e.do_sample, seed=config.seed, desc=desc)
+                              seed=config.seed, desc=desc, num_beams=e.num_beams, do_sample=e.do_sample)
 
 
 def score_system(rows: list[dict], generated: list[Generated]) -> tuple[dict, list[dict]]:

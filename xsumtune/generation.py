@@ -38,8 +38,9 @@ def decode_new_tokens(tokenizer, new_tokens: list[int], eos_token_id: int, max_n
 
 
 @torch.inference_mode()
-def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, num_beams: int = 1,
-                   do_sample: bool = False, seed: int = 0) -> list[tuple[str, int, bool]]:
+def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, seed: int = 0,
+                   **decoding) -> list[tuple[str, int, bool]]:
+    """decoding: further `generate` options (num_beams, do_sample, no_repeat_ngram_size, ...)."""
     eos = tokenizer.eos_token_id
     input_ids, attention_mask = left_pad(prompts, eos)
     device = next(model.parameters()).device
@@ -48,25 +49,23 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
         input_ids=input_ids.to(device),
         attention_mask=attention_mask.to(device),
         max_new_tokens=max_new_tokens,  # never max_length: that would count the prompt
-        num_beams=num_beams,
-        do_sample=do_sample,
         eos_token_id=eos,
         pad_token_id=eos,
+        **decoding,
     )
     new_tokens = output[:, input_ids.shape[1]:].tolist()
     return [decode_new_tokens(tokenizer, tokens, eos, max_new_tokens) for tokens in new_tokens]
 
 
 def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: int, max_new_tokens: int,
-                       num_beams: int = 1, do_sample: bool = False, seed: int = 0,
-                       desc: str = "generate") -> list[Generated]:
+                       seed: int = 0, desc: str = "generate", **decoding) -> list[Generated]:
     """One Generated per example, in the examples' order, each carrying its own id.
 
-    examples: dicts with "id" and "prompt_ids". A batch that fails is retried one example at a time,
-    so one bad article costs one recorded error, not its batch.
+    examples: dicts with "id" and "prompt_ids". decoding: further `generate` options. A batch that
+    fails is retried one example at a time, so one bad article costs one recorded error, not its batch.
     """
     results: list[Generated] = []
-    options = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample, seed=seed)
+    options = dict(max_new_tokens=max_new_tokens, seed=seed, **decoding)
     for start in tqdm(range(0, len(examples), batch_size), desc=desc, unit="batch"):
         batch = examples[start:start + batch_size]
         try:
