@@ -5,7 +5,7 @@ from stages import fail_cleanly
 from xsumtune.config import load_config
 from xsumtune.evaluation import build_prompts, gains, run_system, score_system
 from xsumtune.io import read_parquet, write_json, write_jsonl
-from xsumtune.modeling import load_for_inference
+from xsumtune.modeling import attach_adapter, load_base_model
 from xsumtune.tokenization import load_tokenizer
 
 
@@ -19,13 +19,14 @@ from xsumtune.tokenization import load_tokenizer
 def main(params, test_data, adapter_dir, metrics_path, predictions):
     config = load_config(params)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
-    model = load_for_inference(config.model, adapter_dir, config.seed)
     rows = read_parquet(test_data)
     prompts = build_prompts(config, tokenizer, rows)
+    base_model = load_base_model(config.model, config.seed).eval()
+    if config.evaluate.zero_shot:  # before the adapter: merging it changes the base weights in place
+        zero_shot, zero_records = score_system(rows, run_system(config, base_model, tokenizer, prompts, "zero-shot"))
+    model = attach_adapter(base_model, adapter_dir, merge=config.evaluate.merge_adapter)
     metrics, records = score_system(rows, run_system(config, model, tokenizer, prompts, "fine-tuned"))
     if config.evaluate.zero_shot:
-        with model.disable_adapter():
-            zero_shot, zero_records = score_system(rows, run_system(config, model, tokenizer, prompts, "zero-shot"))
         metrics["zero_shot"] = zero_shot
         metrics["gain_over_zero_shot"] = gains(metrics, zero_shot)
         for record, zero in zip(records, zero_records, strict=True):

@@ -79,6 +79,12 @@ class EvaluateConfig:
     num_beams: int = 1
     do_sample: bool = False
     zero_shot: bool = True  # also score the base model without the adapter on the same examples
+    # Speed without changing outputs: similar lengths share a batch, the KV cache is preallocated
+    # (no copy per token), and LoRA is merged into the base weights (one matmul per layer, not three).
+    sort_by_length: bool = True
+    token_budget: int | None = None  # rows x (longest prompt + max_new_tokens) per batch; bounds the KV cache
+    cache: Literal["dynamic", "static"] = "dynamic"
+    merge_adapter: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,9 @@ def validate(config: Config, path: Path) -> None:
     for key, value in positive.items():
         if value <= 0:
             fail(key, f"must be > 0, got {value}")
+    if config.evaluate.token_budget is not None and config.evaluate.token_budget < config.prompt.max_seq_len:
+        fail("evaluate.token_budget", f"must be null or >= prompt.max_seq_len ({config.prompt.max_seq_len}), "
+             f"got {config.evaluate.token_budget}")
     for key in ("train_size", "validation_size", "test_size"):
         value = getattr(config.data, key)
         if value is not None and value <= 0:

@@ -18,8 +18,12 @@ def build_prompts(config: Config, tokenizer, rows: list[dict]) -> list[dict]:
 
 def run_system(config: Config, model, tokenizer, prompts: list[dict], desc: str) -> list[Generated]:
     e = config.evaluate
+    decoding = {"num_beams": e.num_beams, "do_sample": e.do_sample}
+    if e.cache == "static":
+        decoding["cache_implementation"] = "static"
     return generate_summaries(model, tokenizer, prompts, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-                              seed=config.seed, desc=desc, num_beams=e.num_beams, do_sample=e.do_sample)
+                              seed=config.seed, desc=desc, token_budget=e.token_budget,
+                              sort_by_length=e.sort_by_length, **decoding)
 
 
 def score_system(rows: list[dict], generated: list[Generated]) -> tuple[dict, list[dict]]:

@@ -39,7 +39,8 @@ def load_base_model(config: ModelConfig, seed: int):
         torch.manual_seed(seed)
         architecture = AutoConfig.from_pretrained(config.name, revision=config.revision)
         architecture._attn_implementation = config.attn_implementation
-        model = AutoModelForCausalLM.from_config(architecture, dtype=dtype)
+        with device():  # initialise where it runs: seconds on a GPU instead of minutes on its host's CPU
+            model = AutoModelForCausalLM.from_config(architecture, dtype=dtype)
         if quantization is not None:
             model = _quantize_random(model, quantization)
     else:
@@ -92,9 +93,12 @@ def apply_lora(model, config: LoraConfig, seed: int, gradient_checkpointing: boo
     return get_peft_model(model, lora_config(config))
 
 
-def load_for_inference(model_config: ModelConfig, adapter_dir: str, seed: int):
-    """Base + trained adapter, in eval mode."""
+def attach_adapter(base_model, adapter_dir: str, merge: bool):
+    """Base + trained adapter in eval mode; merged into the base weights when asked (never into 4-bit
+    weights, where merging would round the adapter away)."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_base_model(model_config, seed), adapter_dir)
+    model = PeftModel.from_pretrained(base_model, adapter_dir)
+    if merge and not getattr(base_model, "is_loaded_in_4bit", False):
+        model = model.merge_and_unload()
     return model.eval()
