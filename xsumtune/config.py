@@ -69,6 +69,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     optimizer: str = "adamw_torch"
     gradient_checkpointing: bool = False
+    group_by_length: bool = False  # batches of similar lengths: less padding, batches no longer i.i.d.
     logging_steps: int = 10
 
 

@@ -30,10 +30,9 @@ class CompletionCollator:
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-def to_dataset(rows: list[dict]):
-    from datasets import Dataset
-
-    return Dataset.from_dict({key: [row[key] for row in rows] for key in ("input_ids", "labels")})
+def to_dataset(rows: list[dict]) -> list[dict]:
+    """Trainer takes any sized, indexable dataset; a list keeps only what the collator reads."""
+    return [{"input_ids": row["input_ids"], "labels": row["labels"]} for row in rows]
 
 
 def training_arguments(config: Config, output_dir: str):
@@ -57,6 +56,7 @@ def training_arguments(config: Config, output_dir: str):
         logging_steps=train.logging_steps,
         eval_strategy="epoch",
         save_strategy="no",
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         seed=config.seed,
         data_seed=config.seed,
         bf16=cuda and model.dtype == "bfloat16",

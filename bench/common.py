@@ -1,0 +1,64 @@
+"""Shared by the benchmarks: real XSum prompt lengths, Phi-2's architecture with random weights, run facts."""
+from __future__ import annotations
+
+import json
+import platform
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from xsumtune.config import LoraConfig, ModelConfig  # noqa: E402
+from xsumtune.data import Report, load_split  # noqa: E402
+from xsumtune.modeling import apply_lora, load_base_model  # noqa: E402
+from xsumtune.tokenization import PromptEncoder, load_tokenizer  # noqa: E402
+
+TOKENIZER = str(ROOT / "models" / "tokenizers" / "phi-2")
+PHI2 = str(ROOT / "models" / "configs" / "phi-2")
+
+
+def xsum_test_rows() -> list[dict]:
+    return load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())
+
+
+def cycle_seeded(rows: list, count: int, seed: int = 0) -> list:
+    """count items drawn by cycling a seeded shuffle of rows: the sample's length distribution, repeated."""
+    order = rows[:]
+    random.Random(seed).shuffle(order)
+    return [order[i % len(order)] for i in range(count)]
+
+
+def phi2_random(dtype: str = "bfloat16", quantization: str = "none", seed: int = 0, lora: bool = True):
+    """Phi-2's exact architecture, random weights, with the reference LoRA (B drawn non-zero so it counts)."""
+    config = ModelConfig(name=PHI2, weights="random", tokenizer=TOKENIZER, dtype=dtype, quantization=quantization)
+    model = load_base_model(config, seed)
+    if not lora:
+        return model
+    model = apply_lora(model, LoraConfig(), seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    return model
+
+
+def run_facts() -> dict:
+    import transformers
+    import peft
+
+    return {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_result(path: str | Path, result: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
