@@ -40,6 +40,8 @@ VARIANTS = {
                          optimizer="adamw_torch_fused", gradient_checkpointing=False, group_by_length=True)),
     "bf16-grouped-16": dict(quantization="none", dtype="bfloat16", train=dict(batch_size=16, grad_accum=1,
                             optimizer="adamw_torch_fused", gradient_checkpointing=False, group_by_length=True)),
+    "nf4-grouped-16": dict(quantization="nf4", dtype="bfloat16", train=dict(batch_size=16, grad_accum=1,
+                           optimizer="adamw_torch_fused", gradient_checkpointing=True, group_by_length=True)),
     "nf4-grouped": dict(quantization="nf4", dtype="bfloat16", train=dict(batch_size=8, grad_accum=2,
                         optimizer="adamw_torch_fused", gradient_checkpointing=True, group_by_length=True)),
 }
