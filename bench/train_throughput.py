@@ -97,7 +97,7 @@ def run(name: str, steps: int, warmup: int, tokenizer, data) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(dataclasses.replace(config, model=dataclasses.replace(
             config.model, dtype=spec["dtype"])), scratch)
-        args.max_steps, args.eval_strategy, args.disable_tqdm = steps + warmup, "no", True
+        args.max_steps, args.eval_strategy, args.save_strategy = steps + warmup, "no", "no"
         trainer = Trainer(model=model, args=args, train_dataset=to_dataset(data[: per_step * (steps + warmup + 1)]),
                           data_collator=collator, callbacks=[timer])
         trainer.train()

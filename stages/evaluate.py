@@ -1,8 +1,11 @@
 """Stage 3: generate a summary for every test article with the fine-tuned (and zero-shot) model; ROUGE."""
+from pathlib import Path
+
 import click
 
 from stages import fail_cleanly
-from xsumtune.config import load_config
+from xsumtune.checkpoints import GeneratedLog, fingerprint, release
+from xsumtune.config import check_runtime, load_config
 from xsumtune.evaluation import build_prompts, gains, run_system, score_system
 from xsumtune.io import read_parquet, write_json, write_jsonl
 from xsumtune.modeling import attach_adapter, load_base_model
@@ -15,17 +18,21 @@ from xsumtune.tokenization import load_tokenizer
 @click.option("--adapter-dir", required=True, help="The trained LoRA adapter.")
 @click.option("--metrics", "metrics_path", required=True, help="ROUGE and generation metrics (JSON).")
 @click.option("--predictions", required=True, help="Per-article predictions and ROUGE (jsonl).")
+@click.option("--progress-dir", required=True, help="Generations so far; a killed run resumes from them.")
 @fail_cleanly
-def main(params, test_data, adapter_dir, metrics_path, predictions):
+def main(params, test_data, adapter_dir, metrics_path, predictions, progress_dir):
     config = load_config(params)
+    check_runtime(config)
+    log = GeneratedLog(progress_dir, fingerprint(config.seed, config.prompt, config.model, config.evaluate,
+                                                 Path(test_data), Path(adapter_dir)))
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     rows = read_parquet(test_data)
     prompts = build_prompts(config, tokenizer, rows)
     base_model = load_base_model(config.model, config.seed).eval()
     if config.evaluate.zero_shot:  # before the adapter: merging it changes the base weights in place
-        zero_shot, zero_records = score_system(rows, run_system(config, base_model, tokenizer, prompts, "zero-shot"))
+        zero_shot, zero_records = score_system(rows, run_system(config, base_model, tokenizer, prompts, "zero-shot", log))
     model = attach_adapter(base_model, adapter_dir, merge=config.evaluate.merge_adapter)
-    metrics, records = score_system(rows, run_system(config, model, tokenizer, prompts, "fine-tuned"))
+    metrics, records = score_system(rows, run_system(config, model, tokenizer, prompts, "fine-tuned", log))
     if config.evaluate.zero_shot:
         metrics["zero_shot"] = zero_shot
         metrics["gain_over_zero_shot"] = gains(metrics, zero_shot)
@@ -33,6 +40,7 @@ def main(params, test_data, adapter_dir, metrics_path, predictions):
             record["zero_shot_prediction"] = zero["prediction"]
     write_jsonl(predictions, records)
     write_json(metrics_path, metrics)
+    release(progress_dir)
     click.echo(f"evaluate: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
                + f"; generation {metrics['generation']}")
 

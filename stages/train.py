@@ -1,9 +1,12 @@
 """Stage 2: LoRA (or QLoRA) fine-tuning of the base model; writes the adapter and training metrics."""
+from pathlib import Path
+
 import click
 
 from stages import fail_cleanly
-from xsumtune.config import load_config
-from xsumtune.io import read_parquet, write_json
+from xsumtune.checkpoints import fingerprint
+from xsumtune.config import check_runtime, load_config
+from xsumtune.io import read_parquet
 from xsumtune.modeling import apply_lora, load_base_model
 from xsumtune.tokenization import load_tokenizer
 from xsumtune.training import train_adapter
@@ -15,14 +18,17 @@ from xsumtune.training import train_adapter
 @click.option("--validation-data", required=True, help="Processed validation split (.parquet).")
 @click.option("--adapter-dir", required=True, help="Where the trained LoRA adapter goes.")
 @click.option("--live-dir", required=True, help="dvclive directory: metrics.json and loss plots.")
+@click.option("--checkpoint-dir", required=True, help="Checkpoints a killed run resumes from (persisted).")
 @fail_cleanly
-def main(params, train_data, validation_data, adapter_dir, live_dir):
+def main(params, train_data, validation_data, adapter_dir, live_dir, checkpoint_dir):
     config = load_config(params)
+    check_runtime(config)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     model = load_base_model(config.model, config.seed)
     model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)
     metrics = train_adapter(config, model, tokenizer, read_parquet(train_data), read_parquet(validation_data),
-                            adapter_dir, live_dir)
+                            adapter_dir, live_dir, checkpoint_dir,
+                            resume_key=fingerprint(Path(train_data), Path(validation_data)))
     click.echo(f"train: {metrics}")
 
 

@@ -69,6 +69,7 @@ def write_params(tmp_path, edit):
     (lambda p: p["lora"].update(target_modules="everything"), "lora.target_modules"),
     (lambda p: p["data"].update(on_bad_row="skip"), "data.on_bad_row"),
     (lambda p: p.update(train=[1, 2]), "train: expected a mapping"),
+    (lambda p: p["train"].update(save_steps=7, logging_steps=2), "train.save_steps: 7 must be a multiple"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     path = write_params(tmp_path, edit)

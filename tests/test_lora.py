@@ -38,7 +38,8 @@ def test_training_moves_the_adapter_only(tmp_path, tokenizer, tiny_model_config)
     assert targets == {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"}
 
     rows = examples(tokenizer)
-    metrics = train_adapter(config, model, tokenizer, rows, rows[:2], str(tmp_path / "adapter"), str(tmp_path / "live"))
+    metrics = train_adapter(config, model, tokenizer, rows, rows[:2], str(tmp_path / "adapter"), str(tmp_path / "live"),
+                            str(tmp_path / "checkpoints"))
 
     after = dict(model.named_parameters())
     base_changed = [n for n in before if n not in trainable and not torch.equal(before[n], after[n])]

@@ -71,6 +71,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     group_by_length: bool = False  # batches of similar lengths: less padding, batches no longer i.i.d.
     logging_steps: int = 10
+    save_steps: int = 100  # optimizer steps between checkpoints a killed run resumes from
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def validate(config: Config, path: Path) -> None:
         "train.grad_accum": config.train.grad_accum,
         "train.lr": config.train.lr,
         "train.logging_steps": config.train.logging_steps,
+        "train.save_steps": config.train.save_steps,
         "evaluate.batch_size": config.evaluate.batch_size,
         "evaluate.max_new_tokens": config.evaluate.max_new_tokens,
         "evaluate.num_beams": config.evaluate.num_beams,
@@ -140,6 +142,9 @@ def validate(config: Config, path: Path) -> None:
         value = getattr(config.data, key)
         if value is not None and value <= 0:
             fail(f"data.{key}", f"must be > 0 or null, got {value}")
+    if config.train.save_steps % config.train.logging_steps:
+        fail("train.save_steps", f"{config.train.save_steps} must be a multiple of train.logging_steps "
+             f"({config.train.logging_steps}), so a resumed run logs the same loss curve")
     if not 0.0 <= config.lora.dropout < 1.0:
         fail("lora.dropout", f"must be in [0, 1), got {config.lora.dropout}")
     if config.evaluate.max_new_tokens >= config.prompt.max_seq_len:
@@ -215,3 +220,24 @@ def _coerce(kind, value, path: Path, key: str):
 
 def _describe(kind) -> str:
     return " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(kind))
+
+
+def check_runtime(config: Config) -> None:
+    """Checks against this machine and the model's architecture, before any weights are loaded."""
+    import torch
+
+    if config.model.quantization == "nf4" and not torch.cuda.is_available():
+        raise ConfigError("model.quantization: nf4 needs a CUDA GPU (bitsandbytes 4-bit) and none is visible; "
+                          "use model.quantization: none on this machine")
+    if config.model.dtype == "float16" and not torch.cuda.is_available():
+        raise ConfigError("model.dtype: float16 training needs a CUDA GPU; use float32 or bfloat16 on a CPU")
+    try:
+        from transformers import AutoConfig
+
+        architecture = AutoConfig.from_pretrained(config.model.name, revision=config.model.revision)
+    except (OSError, ValueError):
+        return  # unreachable here; loading the model reports it with the hub's own message
+    context = getattr(architecture, "max_position_embeddings", None)
+    if context is not None and config.prompt.max_seq_len > context:
+        raise ConfigError(f"prompt.max_seq_len: {config.prompt.max_seq_len} exceeds {config.model.name}'s context "
+                          f"of {context} tokens")

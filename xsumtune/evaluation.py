@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 
+from xsumtune.checkpoints import GeneratedLog
 from xsumtune.config import Config
 from xsumtune.generation import Generated, generate_summaries
 from xsumtune.rouge import ROUGE_KEYS, score_corpus
@@ -16,14 +17,25 @@ def build_prompts(config: Config, tokenizer, rows: list[dict]) -> list[dict]:
     return [{"id": row["id"], "prompt_ids": encoder.encode_prompt(row["document"], budget)[0]} for row in rows]
 
 
-def run_system(config: Config, model, tokenizer, prompts: list[dict], desc: str) -> list[Generated]:
+def run_system(config: Config, model, tokenizer, prompts: list[dict], desc: str,
+               log: GeneratedLog | None = None) -> list[Generated]:
+    """Generations for every prompt, in order; with a log, those already in it are not generated again."""
+    done = log.done(desc) if log else {}
+    todo = [p for p in prompts if p["id"] not in done]
+    fresh = _generate(config, model, tokenizer, todo, desc,
+                      on_batch=(lambda batch: log.append(desc, batch)) if log else None) if todo else []
+    by_id = {**done, **{g.id: g for g in fresh}}
+    return [by_id[p["id"]] for p in prompts]
+
+
+def _generate(config: Config, model, tokenizer, prompts: list[dict], desc: str, on_batch) -> list[Generated]:
     e = config.evaluate
     decoding = {"num_beams": e.num_beams, "do_sample": e.do_sample}
     if e.cache == "static":
         decoding["cache_implementation"] = "static"
     return generate_summaries(model, tokenizer, prompts, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
                               seed=config.seed, desc=desc, token_budget=e.token_budget,
-                              sort_by_length=e.sort_by_length, **decoding)
+                              sort_by_length=e.sort_by_length, on_batch=on_batch, **decoding)
 
 
 def score_system(rows: list[dict], generated: list[Generated]) -> tuple[dict, list[dict]]:

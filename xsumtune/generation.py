@@ -83,13 +83,13 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
 
 def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: int, max_new_tokens: int,
                        seed: int = 0, desc: str = "generate", token_budget: int | None = None,
-                       sort_by_length: bool = False, **decoding) -> list[Generated]:
+                       sort_by_length: bool = False, on_batch=None, **decoding) -> list[Generated]:
     """One Generated per example, in the examples' order, each carrying its own id.
 
     examples: dicts with "id" and "prompt_ids". Batches are planned by plan_batches; results are put
     back by index, so batch composition can't move a summary to another article. decoding: further
     `generate` options. A batch that fails is retried one example at a time, so one bad article
-    costs one recorded error, not its batch.
+    costs one recorded error, not its batch. on_batch, if given, receives each batch's results.
     """
     results: list[Generated | None] = [None] * len(examples)
     options = dict(max_new_tokens=max_new_tokens, seed=seed, **decoding)
@@ -107,6 +107,8 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
                 generated = [_generate_one(model, tokenizer, e, options) for e in batch]
             for index, result in zip(indices, generated, strict=True):
                 results[index] = result
+            if on_batch is not None:
+                on_batch(generated)
             progress.update(len(batch))
     return results
 

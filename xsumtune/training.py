@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
 
+from xsumtune.checkpoints import claim, fingerprint, latest_complete_checkpoint, release
 from xsumtune.config import Config
 from xsumtune.tokenization import IGNORE_INDEX
 
@@ -55,7 +56,9 @@ def training_arguments(config: Config, output_dir: str):
         gradient_checkpointing=train.gradient_checkpointing,
         logging_steps=train.logging_steps,
         eval_strategy="epoch",
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=2,  # a kill while saving the newest still leaves a complete one
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         seed=config.seed,
         data_seed=config.seed,
@@ -70,45 +73,71 @@ def training_arguments(config: Config, output_dir: str):
 
 
 def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], validation_rows: list[dict],
-                  adapter_dir: str, live_dir: str) -> dict:
-    """Trains the LoRA adapter, saves it to adapter_dir and returns the final metrics."""
-    import tempfile
-
-    from dvclive import Live
+                  adapter_dir: str, live_dir: str, checkpoint_dir: str, resume_key: str = "") -> dict:
+    """Trains the LoRA adapter, resuming from the last complete checkpoint in checkpoint_dir when it was
+    made by the same run (resume_key), then writes the adapter and the dvclive metrics and plots."""
     from transformers import Trainer
 
-    with tempfile.TemporaryDirectory() as scratch, \
-            Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        trainer = Trainer(
-            model=model,
-            args=training_arguments(config, scratch),
-            train_dataset=to_dataset(train_rows),
-            eval_dataset=to_dataset(validation_rows),
-            data_collator=CompletionCollator(tokenizer.pad_token_id),
-            callbacks=[LiveLogger(live)],
-        )
-        result = trainer.train()
-        # eval_strategy "epoch" already scored the final weights; the last eval_loss is theirs.
-        eval_loss = [log["eval_loss"] for log in trainer.state.log_history if "eval_loss" in log][-1]
-        metrics = {
-            "train_loss": result.training_loss,
-            "eval_loss": eval_loss,
-            "eval_perplexity": math.exp(min(eval_loss, 50.0)),
-            "train_steps": result.global_step,
-            "train_examples": len(train_rows),
-            "train_tokens": sum(len(row["input_ids"]) for row in train_rows) * config.train.epochs,
-            "train_runtime_s": result.metrics["train_runtime"],
-        }
+    claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(config, checkpoint_dir),
+        train_dataset=to_dataset(train_rows),
+        eval_dataset=to_dataset(validation_rows),
+        data_collator=CompletionCollator(tokenizer.pad_token_id),
+    )
+    resume_from = latest_complete_checkpoint(checkpoint_dir)
+    if resume_from:
+        print(f"train: resuming from {resume_from}")
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    history = trainer.state.log_history  # restored from the checkpoint on resume: the whole run
+    losses = [log["loss"] for log in history if "loss" in log]
+    eval_loss = [log["eval_loss"] for log in history if "eval_loss" in log][-1]  # eval_strategy "epoch": final weights
+    metrics = {
+        "train_loss": sum(losses) / len(losses) if losses else float("nan"),
+        "eval_loss": eval_loss,
+        "eval_perplexity": math.exp(min(eval_loss, 50.0)),
+        "train_steps": result.global_step,
+        "train_examples": len(train_rows),
+        "train_tokens": sum(len(row["input_ids"]) for row in train_rows) * config.train.epochs,
+    }
+    write_live(live_dir, history, metrics)
+    save_adapter(model, tokenizer, adapter_dir)
+    release(checkpoint_dir)
+    return metrics
+
+
+def write_live(live_dir: str, history: list[dict], metrics: dict) -> None:
+    """dvclive metrics and plots from Trainer's log history, written beside live_dir and renamed into place.
+
+    Built from the history rather than logged live, so a resumed run's curves are the whole run's."""
+    from dvclive import Live
+
+    target = Path(live_dir)
+    scratch = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(scratch, ignore_errors=True)
+    with Live(str(scratch), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        for log in history:
+            values = {_metric_name(k): v for k, v in log.items() if _metric_name(k) and isinstance(v, (int, float))}
+            if values:
+                live.step = log["step"]
+                for name, value in values.items():
+                    live.log_metric(name, value)
         for key, value in metrics.items():
             live.summary[key] = value
-        save_adapter(model, tokenizer, adapter_dir)
-    return metrics
+    shutil.rmtree(target, ignore_errors=True)
+    scratch.rename(target)
+
+
+def _metric_name(key: str) -> str | None:
+    """Trainer's log key as a dvclive metric (train/loss, eval/loss, ...); None for bookkeeping keys."""
+    if key in ("epoch", "step", "total_flos") or key.endswith(("_runtime", "per_second")) or key.startswith("train_"):
+        return None
+    return f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
 
 
 def save_adapter(model, tokenizer, adapter_dir: str) -> None:
     """The adapter (not the base model) and tokenizer, written beside the target, then renamed into place."""
-    import shutil
-
     target = Path(adapter_dir)
     scratch = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(scratch, ignore_errors=True)
@@ -116,22 +145,3 @@ def save_adapter(model, tokenizer, adapter_dir: str) -> None:
     tokenizer.save_pretrained(scratch)
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
-
-
-class LiveLogger(TrainerCallback):
-    """Logs Trainer's numbers to dvclive at the optimizer step: train/loss, eval/loss, train/learning_rate."""
-
-    def __init__(self, live):
-        self.live = live
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        self.live.step = state.global_step
-        for key, value in logs.items():
-            if key in ("epoch", "total_flos") or not isinstance(value, (int, float)) or key.endswith(("_runtime", "per_second")):
-                continue
-            name = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
-            if name.startswith("train/train_"):
-                continue  # the end-of-training summary Trainer logs once; metrics.json has it
-            self.live.log_metric(name, value)

@@ -1,0 +1,139 @@
+"""Reliability: a killed train or evaluate resumes to the same result; reruns are byte-identical."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+SMALL = {
+    "data": {"train_size": 24, "validation_size": 4, "test_size": 6},
+    "prompt": {"max_seq_len": 256},
+    "train": {"epochs": 2, "batch_size": 2, "grad_accum": 1, "save_steps": 4, "logging_steps": 2, "warmup_steps": 2},
+    "evaluate": {"batch_size": 2, "max_new_tokens": 12},
+}
+
+
+def stage(name, *args, cwd=ROOT):
+    return [sys.executable, "-m", f"stages.{name}", *map(str, args)]
+
+
+def run(command, check=True):
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Small params and preprocessed splits, shared by the tests here."""
+    work = tmp_path_factory.mktemp("resume")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in SMALL.items():
+        params[section].update(values)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run(stage("preprocess", "--params", work / "params.yaml", "--out-dir", work / "data", "--stats", work / "stats.json"))
+    return work
+
+
+def train_command(work, name):
+    out = work / name
+    return stage("train", "--params", work / "params.yaml", "--train-data", work / "data" / "train.parquet",
+                 "--validation-data", work / "data" / "validation.parquet", "--adapter-dir", out / "adapter",
+                 "--live-dir", out / "live", "--checkpoint-dir", out / "checkpoints")
+
+
+def evaluate_command(work, name, adapter):
+    out = work / name
+    return stage("evaluate", "--params", work / "params.yaml", "--test-data", work / "data" / "test.parquet",
+                 "--adapter-dir", adapter, "--metrics", out / "metrics.json", "--predictions", out / "predictions.jsonl",
+                 "--progress-dir", out / "progress")
+
+
+def kill_when(command, ready, timeout=240):
+    """Starts command, SIGKILLs it once ready() is true; returns whether it was killed mid-run."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if ready():
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                return True
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return False
+
+
+@pytest.fixture(scope="module")
+def trained(work):
+    """Two uninterrupted runs of the same training."""
+    for name in ("first", "second"):
+        run(train_command(work, name))
+    return work
+
+
+def test_two_runs_give_identical_adapter_bytes_and_metrics(trained):
+    first, second = trained / "first", trained / "second"
+    assert (first / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (second / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (first / "live" / "metrics.json").read_text() == (second / "live" / "metrics.json").read_text()
+    assert list((first / "checkpoints").iterdir()) == []  # a finished run leaves no checkpoint behind
+
+
+def test_killed_training_resumes_to_the_same_result(trained):
+    work = trained
+    checkpoints = work / "killed" / "checkpoints"
+    killed = kill_when(train_command(work, "killed"),
+                       lambda: any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")))
+    assert killed, "training finished before a checkpoint was written"
+    assert not (work / "killed" / "adapter").exists() and not (work / "killed" / "live").exists()  # nothing half-written
+    resumed = run(train_command(work, "killed"))
+    assert "resuming from" in resumed.stdout
+    assert (work / "killed" / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (work / "first" / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert json.loads((work / "killed" / "live" / "metrics.json").read_text()) == \
+        json.loads((work / "first" / "live" / "metrics.json").read_text())
+    loss_curve = (work / "killed" / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text()
+    assert loss_curve == (work / "first" / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text()
+
+
+def test_checkpoints_of_other_params_are_not_resumed(trained):
+    work = trained
+    (work / "other").mkdir()
+    (work / "other" / "checkpoints").mkdir()
+    (work / "other" / "checkpoints" / "fingerprint.json").write_text('{"fingerprint": "another run"}')
+    (work / "other" / "checkpoints" / "checkpoint-3").mkdir()
+    result = run(train_command(work, "other"))
+    assert "resuming" not in result.stdout
+    assert (work / "other" / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (work / "first" / "adapter" / "adapter_model.safetensors").read_bytes()
+
+
+def test_killed_evaluation_resumes_without_duplicates_or_gaps(trained):
+    work = trained
+    adapter = work / "first" / "adapter"
+    run(evaluate_command(work, "eval-whole", adapter))
+    log = work / "eval-killed" / "progress" / "generated.jsonl"
+    killed = kill_when(evaluate_command(work, "eval-killed", adapter),
+                       lambda: log.exists() and len(log.read_text().splitlines()) >= 4)
+    assert killed, "evaluation finished before it was killed"
+    assert not (work / "eval-killed" / "metrics.json").exists()
+    done_before = len(log.read_text().splitlines())
+    run(evaluate_command(work, "eval-killed", adapter))
+    whole = [json.loads(l) for l in (work / "eval-whole" / "predictions.jsonl").read_text().splitlines()]
+    resumed = [json.loads(l) for l in (work / "eval-killed" / "predictions.jsonl").read_text().splitlines()]
+    assert resumed == whole and len({r["id"] for r in resumed}) == len(resumed) == SMALL["data"]["test_size"]
+    assert json.loads((work / "eval-killed" / "metrics.json").read_text()) == \
+        json.loads((work / "eval-whole" / "metrics.json").read_text())
+    assert done_before >= 4 and not log.exists()  # the progress log is dropped once the outputs are written

@@ -1,0 +1,89 @@
+"""Resumable work: a fingerprint says whether saved progress belongs to this exact run."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+FINGERPRINT = "fingerprint.json"
+
+
+def fingerprint(*parts) -> str:
+    """A hash of config sections (dataclasses), strings and the bytes of files or directories."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if dataclasses.is_dataclass(part):
+            digest.update(json.dumps(dataclasses.asdict(part), sort_keys=True, default=str).encode())
+        elif isinstance(part, Path):
+            files = sorted(p for p in part.rglob("*") if p.is_file()) if part.is_dir() else [part]
+            for file in files:
+                digest.update(file.name.encode())
+                digest.update(hashlib.sha256(file.read_bytes()).digest())
+        else:
+            digest.update(str(part).encode())
+    return digest.hexdigest()
+
+
+def claim(directory: str | Path, key: str) -> Path:
+    """The directory, emptied unless it holds progress made under the same fingerprint."""
+    directory = Path(directory)
+    marker = directory / FINGERPRINT
+    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == key:
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    marker.write_text(json.dumps({"fingerprint": key}) + "\n")
+    return directory
+
+
+def release(directory: str | Path) -> None:
+    """Finished: drop the saved progress, keep the (persisted) directory."""
+    directory = Path(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+
+
+def latest_complete_checkpoint(directory: str | Path) -> str | None:
+    """The newest Trainer checkpoint with every file a resume needs; partial ones (a kill mid-save) go."""
+    needed = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth", "adapter_model.safetensors")
+    checkpoints = sorted(Path(directory).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for checkpoint in reversed(checkpoints):
+        if all((checkpoint / name).exists() for name in needed):
+            return str(checkpoint)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
+
+
+class GeneratedLog:
+    """Generations appended as they finish (a flushed jsonl line each), so a killed evaluation resumes.
+
+    Keyed by (system, id): a resumed run skips what is done, with no duplicates and no gaps."""
+
+    def __init__(self, directory: str | Path, key: str):
+        self.path = claim(directory, key) / "generated.jsonl"
+
+    def done(self, system: str) -> dict:
+        from xsumtune.generation import Generated
+
+        results = {}
+        if not self.path.exists():
+            return results
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line a kill cut short; that article is generated again
+            if row.pop("system") == system:
+                results[row["id"]] = Generated(**{**row, "token_ids": tuple(row["token_ids"])})
+        return results
+
+    def append(self, system: str, generated: list) -> None:
+        import os
+
+        with self.path.open("a", encoding="utf-8") as handle:
+            for result in generated:
+                handle.write(json.dumps({"system": system, **dataclasses.asdict(result)}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
