@@ -61,6 +61,13 @@ def test_default_profile_repro_writes_metrics(repo):
     table = dvc("exp", "show", "--no-pager", "--md", cwd=repo).stdout
     assert "rouge1" in table and "rougeLsum" in table
 
+    # a param that only evaluate reads reruns evaluate alone
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["max_new_tokens"] = 30
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(dvc("status", "--json", cwd=repo).stdout)
+    assert set(status) == {"evaluate"}
+
 
 def write_source(repo, lines: bytes):
     (repo / "bad").mkdir(exist_ok=True)
@@ -94,6 +101,7 @@ def test_unknown_params_key_stops_the_stage(repo):
     params["train"]["epoch"] = 2
     (repo / "typo.yaml").write_text(yaml.safe_dump(params))
     result = run([sys.executable, "-m", "stages.train", "--params", "typo.yaml", "--train-data", "x",
-                  "--validation-data", "x", "--adapter-dir", "a", "--live-dir", "l"], repo, check=False)
+                  "--validation-data", "x", "--adapter-dir", "a", "--live-dir", "l", "--checkpoint-dir", "c"],
+                 repo, check=False)
     assert result.returncode == 1 and "unknown key train.epoch" in result.stderr
     assert "Traceback" not in result.stderr

@@ -73,6 +73,8 @@ def load_split(source: str, split: str, revision: str | None, on_bad_row: str, r
             report.dropped["empty_document"] += 1
         elif not row["summary"]:
             report.dropped["empty_summary"] += 1
+        elif len(row["summary"].split()) > len(row["document"].split()):
+            report.dropped["summary_longer_than_document"] += 1  # a stub article: nothing to summarise
         else:
             rows.append(row)
     if not rows:

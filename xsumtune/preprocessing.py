@@ -45,7 +45,7 @@ def prepare_splits(config: Config, tokenizer) -> tuple[dict[str, list[dict]], di
 
 
 DROP_REASONS = ("empty_document", "empty_summary", "missing_field", "wrong_type", "malformed",
-                "not_utf8", "duplicate_id", "summary_too_long")
+                "not_utf8", "duplicate_id", "summary_longer_than_document", "summary_too_long")
 
 
 def split_statistics(rows: list[dict]) -> dict:
