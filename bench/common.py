@@ -62,3 +62,15 @@ def write_result(path: str | Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
+
+
+def profile_table(run, path: str | Path, rows: int = 30) -> None:
+    """Runs run() under torch.profiler and writes the top operators by GPU time (where the time goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        run()
+        torch.cuda.synchronize()
+    table = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60)
+    Path(path).write_text(table + "\n")
+    print(table)

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from common import TOKENIZER, cycle_seeded, phi2_random, run_facts, write_result, xsum_test_rows
-from xsumtune.generation import generate_summaries
+from common import TOKENIZER, cycle_seeded, phi2_random, profile_table, run_facts, write_result, xsum_test_rows
+from xsumtune.generation import generate_summaries, plan_batches
 from xsumtune.tokenization import PromptEncoder, load_tokenizer
 
 TEST_SET = 11_334  # XSum test articles
@@ -81,6 +81,7 @@ def main():
     parser.add_argument("--budgets", default="160000")
     parser.add_argument("--batch-cap", type=int, default=1024)
     parser.add_argument("--out-dir", default="bench/results")
+    parser.add_argument("--profile", action="store_true", help="profile one batch of the static-cache path")
     args = parser.parse_args()
 
     tokenizer = load_tokenizer(TOKENIZER)
@@ -96,6 +97,14 @@ def main():
     facts = {**run_facts(), "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1), "new_tokens": args.new_tokens}
     generate_summaries(merged, tokenizer, prompts[:8], batch_size=8, max_new_tokens=4)  # warm-up: kernels, handles
 
+    if args.profile:
+        budget = int(args.budgets.split(",")[0])
+        batch = plan_batches([len(p["prompt_ids"]) for p in prompts], batch_size=args.batch_cap, token_budget=budget,
+                             max_new_tokens=args.new_tokens, sort_by_length=True)[len(prompts) // 1000]
+        profile_table(lambda: generate_summaries(
+            merged, tokenizer, [prompts[i] for i in batch], batch_size=args.batch_cap, max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens, cache_implementation="static", disable_compile=True),
+            f"{args.out_dir}/generate_static_{budget}_profile.txt")
     table, plain = [], None
     variants = args.variants.split(",")
     if "plain" in variants:

@@ -17,7 +17,7 @@ import time
 import torch
 from transformers import Trainer, TrainerCallback
 
-from common import ROOT, TOKENIZER, cycle_seeded, phi2_random, run_facts, write_result
+from common import ROOT, TOKENIZER, cycle_seeded, phi2_random, profile_table, run_facts, write_result
 from xsumtune.config import Config, TrainConfig
 from xsumtune.data import Report, load_split
 from xsumtune.modeling import apply_lora
@@ -84,7 +84,7 @@ def examples(tokenizer, count: int) -> list[dict]:
     return [encoder.encode(r["document"], r["summary"], 1126) for r in cycle_seeded(rows, count)]
 
 
-def run(name: str, steps: int, warmup: int, tokenizer, data) -> dict:
+def run(name: str, steps: int, warmup: int, tokenizer, data, profile_to: str | None = None) -> dict:
     spec = VARIANTS[name]
     train = TrainConfig(epochs=1, lr=2.0e-4, warmup_steps=0, logging_steps=1000, **spec["train"])
     config = Config(train=train)
@@ -101,6 +101,14 @@ def run(name: str, steps: int, warmup: int, tokenizer, data) -> dict:
         trainer = Trainer(model=model, args=args, train_dataset=to_dataset(data[: per_step * (steps + warmup + 1)]),
                           data_collator=collator, callbacks=[timer])
         trainer.train()
+        if profile_to:  # forward + backward of two batches the size of the timed ones, profiled
+            batch = {k: v.cuda() for k, v in CompletionCollator(tokenizer.pad_token_id)(
+                data[: train.batch_size]).items()}
+
+            def forward_backward():
+                for _ in range(2):
+                    model(**batch).loss.backward()
+            profile_table(forward_backward, profile_to)
     seconds = timer.end - timer.start
     timed = collator.log[warmup * train.grad_accum:(warmup + steps) * train.grad_accum]
     real, samples, padded = (sum(x[i] for x in timed) for i in range(3))
@@ -127,13 +135,15 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out-dir", default="bench/results")
+    parser.add_argument("--profile", default="", help="variant to profile after timing it")
     args = parser.parse_args()
     tokenizer = load_tokenizer(TOKENIZER)
     data = examples(tokenizer, 2000)
     table = []
     for name in args.variants.split(","):
         try:
-            result = run(name, args.steps, args.warmup, tokenizer, data)
+            result = run(name, args.steps, args.warmup, tokenizer, data,
+                         f"{args.out_dir}/train_{name}_profile.txt" if name == args.profile else None)
         except torch.OutOfMemoryError as error:
             result = {"bench": "train", "variant": name, "error": f"out of memory: {str(error)[:200]}", **run_facts()}
             torch.cuda.empty_cache()
