@@ -32,9 +32,11 @@ def cycle_seeded(rows: list, count: int, seed: int = 0) -> list:
     return [order[i % len(order)] for i in range(count)]
 
 
-def phi2_random(dtype: str = "bfloat16", quantization: str = "none", seed: int = 0, lora: bool = True):
+def phi2_random(dtype: str = "bfloat16", quantization: str = "none", seed: int = 0, lora: bool = True,
+                fused_gelu: bool = False):
     """Phi-2's exact architecture, random weights, with the reference LoRA (B drawn non-zero so it counts)."""
-    config = ModelConfig(name=PHI2, weights="random", tokenizer=TOKENIZER, dtype=dtype, quantization=quantization)
+    config = ModelConfig(name=PHI2, weights="random", tokenizer=TOKENIZER, dtype=dtype, quantization=quantization,
+                         fused_gelu=fused_gelu)
     model = load_base_model(config, seed)
     if not lora:
         return model

@@ -18,7 +18,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from common import ROOT, TOKENIZER, cycle_seeded, phi2_random, profile_table, run_facts, write_result
-from xsumtune.config import Config, TrainConfig
+from xsumtune.config import Config, LoraConfig, TrainConfig
 from xsumtune.data import Report, load_split
 from xsumtune.modeling import apply_lora
 from xsumtune.tokenization import PromptEncoder, load_tokenizer
@@ -40,6 +40,13 @@ VARIANTS = {
                          optimizer="adamw_torch_fused", gradient_checkpointing=False, group_by_length=True)),
     "bf16-grouped-16": dict(quantization="none", dtype="bfloat16", train=dict(batch_size=16, grad_accum=1,
                             optimizer="adamw_torch_fused", gradient_checkpointing=False, group_by_length=True)),
+    # + gelu as one fused kernel, adapter weights in bf16 (no float32 casts around every LoRA matmul)
+    "bf16-fast": dict(quantization="none", dtype="bfloat16", fused_gelu=True, lora_fp32=False,
+                      train=dict(batch_size=8, grad_accum=2, optimizer="adamw_torch_fused",
+                                 gradient_checkpointing=False, group_by_length=True)),
+    "nf4-fast": dict(quantization="nf4", dtype="bfloat16", fused_gelu=True, lora_fp32=False,
+                     train=dict(batch_size=8, grad_accum=2, optimizer="adamw_torch_fused",
+                                gradient_checkpointing=True, group_by_length=True)),
     "nf4-grouped-16": dict(quantization="nf4", dtype="bfloat16", train=dict(batch_size=16, grad_accum=1,
                            optimizer="adamw_torch_fused", gradient_checkpointing=True, group_by_length=True)),
     "nf4-grouped": dict(quantization="nf4", dtype="bfloat16", train=dict(batch_size=8, grad_accum=2,
@@ -87,9 +94,10 @@ def examples(tokenizer, count: int) -> list[dict]:
 def run(name: str, steps: int, warmup: int, tokenizer, data, profile_to: str | None = None) -> dict:
     spec = VARIANTS[name]
     train = TrainConfig(epochs=1, lr=2.0e-4, warmup_steps=0, logging_steps=1000, **spec["train"])
-    config = Config(train=train)
+    config = Config(train=train, lora=LoraConfig(fp32_weights=spec.get("lora_fp32", True)))
     torch.cuda.reset_peak_memory_stats()
-    model = apply_lora(phi2_random(dtype=spec["dtype"], quantization=spec["quantization"], lora=False),
+    model = apply_lora(phi2_random(dtype=spec["dtype"], quantization=spec["quantization"], lora=False,
+                                   fused_gelu=spec.get("fused_gelu", False)),
                        config.lora, 0, train.gradient_checkpointing)
     timer = StepTimer(warmup)
     collator = CountingCollator(tokenizer.pad_token_id, timer)
@@ -116,6 +124,7 @@ def run(name: str, steps: int, warmup: int, tokenizer, data, profile_to: str | N
     flops_per_token = 4 * PARAMS + 4 * LAYERS * HIDDEN * mean_len  # matmuls (fwd + bwd to inputs) + attention
     result = {
         "bench": "train", "variant": name, "quantization": spec["quantization"], "dtype": spec["dtype"],
+        "fused_gelu": spec.get("fused_gelu", False), "lora_fp32_weights": spec.get("lora_fp32", True),
         **{k: v for k, v in spec["train"].items()}, "lora_r": config.lora.r,
         "lora_targets": list(config.lora.target_modules), "timed_steps": steps,
         "real_tokens_per_s": round(real / seconds), "samples_per_s": round(samples / seconds, 2),

@@ -69,3 +69,17 @@ def test_all_linear_targets_every_linear_layer(tiny_model_config):
     model = apply_lora(load_base_model(tiny_model_config, 0), LoraConfig(target_modules="all-linear"), 0)
     targets = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
     assert {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"} <= targets
+
+
+def test_fused_gelu_and_bf16_adapter_keep_outputs(tiny_model_config):
+    """The speed switches compute the same function: gelu_new as one kernel, adapter weights in the base dtype."""
+    import dataclasses
+
+    ids = torch.tensor([[11, 502, 77, 3040, 9]])
+    plain = load_base_model(dataclasses.replace(tiny_model_config, fused_gelu=False), 0).eval()
+    fused = load_base_model(tiny_model_config, 0).eval()
+    assert type(fused.model.layers[0].mlp.activation_fn).__name__ == "GELUTanh"
+    with torch.no_grad():
+        assert torch.allclose(plain(ids).logits, fused(ids).logits, atol=1e-5)
+    adapter = apply_lora(fused, LoraConfig(fp32_weights=False), 0)
+    assert all(p.dtype == torch.float32 for n, p in adapter.named_parameters() if "lora_" in n)  # base is fp32 here

@@ -46,6 +46,7 @@ class ModelConfig:
     quantization: Literal["none", "nf4"] = "none"
     compute_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"  # nf4 matmul dtype
     attn_implementation: Literal["eager", "sdpa"] = "sdpa"
+    fused_gelu: bool = True  # Phi's gelu_new as gelu_pytorch_tanh: the same formula in one kernel, not five
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class LoraConfig:
     dropout: float = 0.05
     bias: Literal["none", "all", "lora_only"] = "none"
     target_modules: tuple[str, ...] | str = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+    fp32_weights: bool = True  # adapter weights in float32 (peft's default); false keeps the base dtype: faster
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,13 @@ def load_base_model(config: ModelConfig, seed: int):
 
     dtype = DTYPES[config.dtype]
     quantization = quantization_config(config)
+    architecture = AutoConfig.from_pretrained(config.name, revision=config.revision)
+    overrides = {"hidden_act": "gelu_pytorch_tanh"} if config.fused_gelu and \
+        getattr(architecture, "hidden_act", None) == "gelu_new" else {}
     if config.weights == "random":
         torch.manual_seed(seed)
-        architecture = AutoConfig.from_pretrained(config.name, revision=config.revision)
+        for key, value in overrides.items():
+            setattr(architecture, key, value)
         architecture._attn_implementation = config.attn_implementation
         with device():  # initialise where it runs: seconds on a GPU instead of minutes on its host's CPU
             model = AutoModelForCausalLM.from_config(architecture, dtype=dtype)
@@ -49,6 +53,7 @@ def load_base_model(config: ModelConfig, seed: int):
             attn_implementation=config.attn_implementation,
             quantization_config=quantization,
             device_map={"": device()} if quantization is not None else None,
+            **overrides,
         )
     if quantization is None:
         model.to(device())
@@ -90,7 +95,7 @@ def apply_lora(model, config: LoraConfig, seed: int, gradient_checkpointing: boo
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     torch.manual_seed(seed)
-    return get_peft_model(model, lora_config(config))
+    return get_peft_model(model, lora_config(config), autocast_adapter_dtype=config.fp32_weights)
 
 
 def attach_adapter(base_model, adapter_dir: str, merge: bool):
