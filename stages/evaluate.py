@@ -1,9 +1,9 @@
-"""Stage 3: generate a summary for every test article with the fine-tuned (and zero-shot) model; ROUGE."""
+"""Stage 3: summarize every test article with the fine-tuned (and zero-shot) model; score them against lead-1."""
 import click
 
 from stages import fail_cleanly
 from xsumtune.config import load_config
-from xsumtune.evaluation import build_prompts, gains, run_system, score_system
+from xsumtune.evaluation import build_prompts, evaluate_systems, run_system
 from xsumtune.io import read_parquet, write_json, write_jsonl
 from xsumtune.modeling import load_for_inference
 from xsumtune.tokenization import load_tokenizer
@@ -13,8 +13,8 @@ from xsumtune.tokenization import load_tokenizer
 @click.option("--params", default="params.yaml", show_default=True)
 @click.option("--test-data", required=True, help="Processed test split (.parquet).")
 @click.option("--adapter-dir", required=True, help="The trained LoRA adapter.")
-@click.option("--metrics", "metrics_path", required=True, help="ROUGE and generation metrics (JSON).")
-@click.option("--predictions", required=True, help="Per-article predictions and ROUGE (jsonl).")
+@click.option("--metrics", "metrics_path", required=True, help="Metrics of every system (JSON).")
+@click.option("--predictions", required=True, help="Per-article predictions and scores (jsonl).")
 @fail_cleanly
 def main(params, test_data, adapter_dir, metrics_path, predictions):
     config = load_config(params)
@@ -22,18 +22,16 @@ def main(params, test_data, adapter_dir, metrics_path, predictions):
     model = load_for_inference(config.model, adapter_dir, config.seed)
     rows = read_parquet(test_data)
     prompts = build_prompts(config, tokenizer, rows)
-    metrics, records = score_system(rows, run_system(config, model, tokenizer, prompts, "fine-tuned"))
+    generated = {"fine_tuned": run_system(config, model, tokenizer, prompts, "fine-tuned")}
     if config.evaluate.zero_shot:
         with model.disable_adapter():
-            zero_shot, zero_records = score_system(rows, run_system(config, model, tokenizer, prompts, "zero-shot"))
-        metrics["zero_shot"] = zero_shot
-        metrics["gain_over_zero_shot"] = gains(metrics, zero_shot)
-        for record, zero in zip(records, zero_records, strict=True):
-            record["zero_shot_prediction"] = zero["prediction"]
+            generated["zero_shot"] = run_system(config, model, tokenizer, prompts, "zero-shot")
+    metrics, records = evaluate_systems(config.evaluate, rows, generated)
     write_jsonl(predictions, records)
     write_json(metrics_path, metrics)
-    click.echo(f"evaluate: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
-               + f"; generation {metrics['generation']}")
+    click.echo(f"evaluate: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "bleu"))
+               + f" (lead-1 rougeL {metrics['lead_1']['rougeL']:.2f}); generation {metrics['generation']}"
+               + (f"; skipped {sorted(metrics['skipped'])}" if metrics["skipped"] else ""))
 
 
 if __name__ == "__main__":
