@@ -23,7 +23,8 @@ def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
 
 
 def sentence_count(text: str) -> int:
-    return len(split_sentences(text).split("\n")) if text.strip() else 0
+    """Sentences as ROUGE-Lsum splits them; text without a word (say a lone ".") has none."""
+    return len(split_sentences(text).split("\n")) if words(text) else 0
 
 
 # BLEU ---------------------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def bug_detectors(predictions: list[str], documents: list[str], stopped_by_cap: 
         detectors["failed"] = share(error is not None for error in errors)
     if stopped_by_cap is not None:
         detectors["cut_by_cap"] = share(stopped_by_cap)
-    detectors["empty"] = share(not p.strip() for p in predictions)
+    detectors["empty"] = share(not words(p) for p in predictions)  # punctuation alone says nothing either
     detectors["multi_sentence"] = share(sentence_count(p) > 1 for p in predictions)
     detectors["copied_from_article"] = share(copied_from_article(p, d) for p, d in zip(predictions, documents))
     return detectors
