@@ -56,7 +56,7 @@ def compare_predictions(baseline: dict[str, tuple[str, str]], candidate: dict[st
         common = len(set(baseline) & set(candidate))
         raise ComparisonError(f"baseline has {len(baseline)} articles and candidate {len(candidate)}, {common} in "
                               "common: a paired comparison needs predictions for the same test articles")
-    ids = sorted(baseline)
+    ids = list(baseline)  # the baseline file's order: resamples then match the evaluate stage's gains
     for id_ in ids:
         if baseline[id_][0] != candidate[id_][0]:
             raise ComparisonError(f"id {id_!r}: the two references differ: not the same test set")
