@@ -1,8 +1,13 @@
 """Each metric on inputs whose answer is known by hand; optional metrics record why they were skipped."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import sacrebleu
 
+from conftest import ROOT, write_jsonl
 from xsumtune import metrics
 from xsumtune.baselines import lead_1
 from xsumtune.bertscore import load_bertscorer
@@ -15,6 +20,18 @@ def test_lead_1_is_the_first_sentence_of_the_first_paragraph():
     assert lead_1("\nFirst one here. Second one.\nNext paragraph.") == "First one here."
     assert lead_1("It cost £3.5m in 2016. Then more.") == "It cost £3.5m in 2016."
     assert lead_1("No full stop at all") == "No full stop at all"
+
+
+def test_baseline_command_scores_lead_1_of_a_split(tmp_path):
+    write_jsonl(tmp_path / "test.jsonl", [
+        {"id": "1", "document": "A storm hit the coast. Trees fell.", "summary": "A storm hit the coast."},
+        {"id": "2", "document": "Rain fell all day. Rivers rose.", "summary": "Rain fell all day."}])
+    result = subprocess.run([sys.executable, "-m", "stages.baseline", "--source", str(tmp_path), "--split", "test"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["examples"] == 2 and printed["rouge1"] == pytest.approx(100)
+    assert printed["ci95"]["rougeL"] == {"low": 100.0, "high": 100.0}
 
 
 def test_bleu_identical_is_100_and_summed_statistics_equal_sacrebleu_corpus_bleu():
