@@ -52,3 +52,34 @@ def test_every_system_gets_the_same_figures_and_gains_over_each_baseline(rows):
         assert gain["low"] > 0 and gain["p_value"] < 0.05 and gain["wins"] == len(rows)
     assert {"meteor", "bertscore"} <= set(metrics["skipped"]) or "meteor" in metrics
     assert records[0]["lead_1_prediction"] and records[0]["zero_shot_prediction"] == zero_shot[0].prediction
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from conftest import TINY_CONFIG_DIR, TOKENIZER_DIR
+    from xsumtune.config import ModelConfig
+    from xsumtune.modeling import load_base_model
+
+    config = ModelConfig(name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR), dtype="float32")
+    return load_base_model(config, seed=0).eval()
+
+
+@pytest.mark.parametrize("config", [
+    EvaluateConfig(num_beams=3, length_penalty=0.5, no_repeat_ngram_size=2),
+    EvaluateConfig(do_sample=True, temperature=0.7, top_p=0.9, sample_seed=1),
+], ids=["beams", "sampling"])
+def test_decoding_options_generate_and_sampling_is_seeded(config, rows, tokenizer, tiny_model):
+    from xsumtune.generation import generate_summaries
+    from xsumtune.tokenization import PromptEncoder
+
+    model = tiny_model
+    encoder = PromptEncoder(tokenizer, "direct")
+    prompts = [{"id": r["id"], "prompt_ids": encoder.encode_prompt(r["document"], 40)[0]} for r in rows[:3]]
+
+    def generate():
+        return generate_summaries(model, tokenizer, prompts, batch_size=3, max_new_tokens=6,
+                                  seed=config.sample_seed, **decoding_options(config))
+
+    first = generate()
+    assert all(g.error is None for g in first) and [g.id for g in first] == [p["id"] for p in prompts]
+    assert generate() == first

@@ -78,13 +78,16 @@ def test_default_profile_repro_writes_metrics(repo):
     assert "errors" not in plots
 
     # decoding is evaluate's alone: changing any of it reruns evaluate, never preprocess or train
+    from dvc.repo import Repo  # in-process: one `dvc status` per key costs no interpreter start
+
     params = (repo / "params.yaml").read_text()
     for key, value in [("num_beams", 2), ("no_repeat_ngram_size", 3), ("length_penalty", 0.5),
                        ("max_new_tokens", 30), ("do_sample", True), ("sample_seed", 7)]:
         edited = yaml.safe_load(params)
         edited["evaluate"][key] = value
         (repo / "params.yaml").write_text(yaml.safe_dump(edited))
-        assert set(json.loads(dvc("status", "--json", cwd=repo).stdout)) == {"evaluate"}, key
+        with Repo(str(repo)) as dvc_repo:
+            assert set(dvc_repo.status()) == {"evaluate"}, key
     (repo / "params.yaml").write_text(params)
 
     # the paired comparison between a revision and a file: the same predictions, so no difference
