@@ -1,4 +1,4 @@
-"""Stage 3: generate a summary for every test article with the fine-tuned (and zero-shot) model; ROUGE."""
+"""Stage 3: summarize every test article with the fine-tuned (and zero-shot) model; score them against lead-1."""
 from pathlib import Path
 
 import click
@@ -6,7 +6,7 @@ import click
 from stages import fail_cleanly
 from xsumtune.checkpoints import GeneratedLog, fingerprint, release
 from xsumtune.config import check_runtime, load_config
-from xsumtune.evaluation import build_prompts, gains, run_system, score_system
+from xsumtune.evaluation import build_prompts, evaluate_systems, run_system
 from xsumtune.io import read_parquet, write_json, write_jsonl
 from xsumtune.modeling import attach_adapter, load_base_model
 from xsumtune.tokenization import load_tokenizer
@@ -16,8 +16,8 @@ from xsumtune.tokenization import load_tokenizer
 @click.option("--params", default="params.yaml", show_default=True)
 @click.option("--test-data", required=True, help="Processed test split (.parquet).")
 @click.option("--adapter-dir", required=True, help="The trained LoRA adapter.")
-@click.option("--metrics", "metrics_path", required=True, help="ROUGE and generation metrics (JSON).")
-@click.option("--predictions", required=True, help="Per-article predictions and ROUGE (jsonl).")
+@click.option("--metrics", "metrics_path", required=True, help="Metrics of every system (JSON).")
+@click.option("--predictions", required=True, help="Per-article predictions and scores (jsonl).")
 @click.option("--progress-dir", required=True, help="Generations so far; a killed run resumes from them.")
 @fail_cleanly
 def main(params, test_data, adapter_dir, metrics_path, predictions, progress_dir):
@@ -29,20 +29,18 @@ def main(params, test_data, adapter_dir, metrics_path, predictions, progress_dir
     rows = read_parquet(test_data)
     prompts = build_prompts(config, tokenizer, rows)
     base_model = load_base_model(config.model, config.seed).eval()
+    generated = {}
     if config.evaluate.zero_shot:  # before the adapter: merging it changes the base weights in place
-        zero_shot, zero_records = score_system(rows, run_system(config, base_model, tokenizer, prompts, "zero-shot", log))
+        generated["zero_shot"] = run_system(config, base_model, tokenizer, prompts, "zero-shot", log)
     model = attach_adapter(base_model, adapter_dir, merge=config.evaluate.merge_adapter)
-    metrics, records = score_system(rows, run_system(config, model, tokenizer, prompts, "fine-tuned", log))
-    if config.evaluate.zero_shot:
-        metrics["zero_shot"] = zero_shot
-        metrics["gain_over_zero_shot"] = gains(metrics, zero_shot)
-        for record, zero in zip(records, zero_records, strict=True):
-            record["zero_shot_prediction"] = zero["prediction"]
+    generated = {"fine_tuned": run_system(config, model, tokenizer, prompts, "fine-tuned", log), **generated}
+    metrics, records = evaluate_systems(config.evaluate, rows, generated)
     write_jsonl(predictions, records)
     write_json(metrics_path, metrics)
     release(progress_dir)
-    click.echo(f"evaluate: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
-               + f"; generation {metrics['generation']}")
+    click.echo(f"evaluate: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "bleu"))
+               + f" (lead-1 rougeL {metrics['lead_1']['rougeL']:.2f}); generation {metrics['generation']}"
+               + (f"; skipped {sorted(metrics['skipped'])}" if metrics["skipped"] else ""))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,14 @@ def write_params(tmp_path, edit):
     (lambda p: p["data"].update(on_bad_row="skip"), "data.on_bad_row"),
     (lambda p: p.update(train=[1, 2]), "train: expected a mapping"),
     (lambda p: p["train"].update(save_steps=7, logging_steps=2), "train.save_steps: 7 must be a multiple"),
+    (lambda p: p["evaluate"].update(length_penalty=1.5), "evaluate.length_penalty: acts only with beam search"),
+    (lambda p: p["evaluate"].update(temperature=0.7), "evaluate.temperature: acts only when sampling"),
+    (lambda p: p["evaluate"].update(do_sample=True, top_p=1.5), "evaluate.top_p: must be in (0, 1]"),
+    (lambda p: p["evaluate"].update(no_repeat_ngram_size=-1), "evaluate.no_repeat_ngram_size: must be >= 0"),
+    (lambda p: p["evaluate"].update(bootstrap_resamples=0), "evaluate.bootstrap_resamples: must be > 0"),
+    (lambda p: p["evaluate"].update(bertscore_model=3), "evaluate.bertscore_model: expected str or NoneType"),
+    (lambda p: p["report"].update(examples=0), "report.examples: must be > 0"),
+    (lambda p: p["report"].update(example=3), "unknown key report.example"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     path = write_params(tmp_path, edit)

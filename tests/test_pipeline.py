@@ -43,10 +43,21 @@ def test_default_profile_repro_writes_metrics(repo):
     assert {"rouge1", "rouge2", "rougeL", "rougeLsum"} <= set(metrics)
     assert metrics["generation"]["failed"] == 0
     assert metrics["generation"]["total"] == test_size
-    assert {"rouge1", "rougeL"} <= set(metrics["zero_shot"]) and "rouge1_abs" in metrics["gain_over_zero_shot"]
+    for system in (metrics, metrics["zero_shot"], metrics["lead_1"]):
+        assert {"rouge1", "rougeL", "bleu", "ci95", "summary", "bugs"} <= set(system)
+        assert system["ci95"]["rougeL"]["low"] <= system["rougeL"] <= system["ci95"]["rougeL"]["high"]
+    assert metrics["lead_1"]["rouge1"] > 10  # the first sentence shares words with any XSum reference
+    for baseline in ("zero_shot", "lead_1"):
+        assert {"abs", "rel_pct", "low", "high", "p_value", "wins"} <= set(metrics[f"gain_over_{baseline}"]["rouge1"])
+    for optional in ("meteor", "bertscore"):  # scored, or the reason it wasn't
+        assert optional in metrics["skipped"] or any(key.startswith(optional) for key in metrics)
     predictions = [json.loads(line) for line in (repo / "metrics" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == test_size and len({p["id"] for p in predictions}) == test_size
-    assert {"id", "reference", "prediction", "rouge1", "rougeL"} <= set(predictions[0])
+    assert {"id", "reference", "prediction", "rouge1", "rougeL", "lead_1_prediction"} <= set(predictions[0])
+    report = (repo / "reports" / "evaluation.md").read_text()
+    assert "| lead-1 |" in report and "## Worst examples" in report
+    sheet = (repo / "reports" / "human_eval.csv").read_text().splitlines()[0]
+    assert sheet == "id,document,prediction,rater,relevance,fluency,factuality,conciseness"
     stats = json.loads((repo / "metrics" / "preprocess.json").read_text())
     assert stats["test"]["examples"] == test_size and "dropped" in stats
     train = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
@@ -59,7 +70,36 @@ def test_default_profile_repro_writes_metrics(repo):
     workspace = shown[0]["rev"] == "workspace" and shown[0]["data"]["metrics"]
     assert workspace["metrics/evaluate.json"]["data"]["rougeL"] == metrics["rougeL"]
     table = dvc("exp", "show", "--no-pager", "--md", cwd=repo).stdout
-    assert "rouge1" in table and "rougeLsum" in table
+    for column in ("rougeLsum", "bleu", "ci95.rouge1.low", "lead_1.rouge1", "gain_over_lead_1.rougeL.p_value",
+                   "bugs.cut_by_cap", "summary.novel_2gram_share", "evaluate.num_beams"):
+        assert column in table
+    plots = json.loads(dvc("plots", "show", "--json", cwd=repo).stdout)
+    assert {"ROUGE-L by system", "Summary length (words, bins of 5)", "Loss"} <= set(plots["data"])
+    assert "errors" not in plots
+
+    # decoding is evaluate's alone: changing any of it reruns evaluate, never preprocess or train
+    from dvc.repo import Repo  # in-process: one `dvc status` per key costs no interpreter start
+
+    params = (repo / "params.yaml").read_text()
+    for key, value in [("num_beams", 2), ("no_repeat_ngram_size", 3), ("length_penalty", 0.5),
+                       ("max_new_tokens", 30), ("do_sample", True), ("sample_seed", 7)]:
+        edited = yaml.safe_load(params)
+        edited["evaluate"][key] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(edited))
+        with Repo(str(repo)) as dvc_repo:  # from another directory, stages are named "<dvc.yaml path>:<stage>"
+            assert {name.rsplit(":", 1)[-1] for name in dvc_repo.status()} == {"evaluate"}, key
+    (repo / "params.yaml").write_text(params)
+
+    # the paired comparison between a revision and a file: the same predictions, so no difference
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
+    same = run([sys.executable, "-m", "stages.compare", "--baseline", "HEAD", "--candidate",
+                "metrics/predictions.jsonl", "--output", "same.json"], repo)
+    assert "| rougeL |" in same.stdout
+    assert json.loads((repo / "same.json").read_text())["rougeL"]["p_value"] == 1.0
+    lead = run([sys.executable, "-m", "stages.compare", "--baseline", "HEAD", "--baseline-field", "lead_1_prediction",
+                "--candidate", "metrics/predictions.jsonl", "--output", "lead.json"], repo)
+    assert json.loads((repo / "lead.json").read_text())["rougeL"]["abs"] == metrics["gain_over_lead_1"]["rougeL"]["abs"]
 
     # a param that only evaluate reads reruns evaluate alone
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -81,7 +81,12 @@ class EvaluateConfig:
     batch_size: int = 16
     max_new_tokens: int = 60  # XSum summaries average ~26 tokens; the cap never counts the prompt
     num_beams: int = 1
+    no_repeat_ngram_size: int = 0  # 0: off
+    length_penalty: float = 1.0  # beam search only: > 1 favours longer summaries
     do_sample: bool = False
+    temperature: float = 1.0  # sampling only
+    top_p: float = 1.0  # sampling only
+    sample_seed: int = 0  # sampling only: another seed draws another sample without retraining
     zero_shot: bool = True  # also score the base model without the adapter on the same examples
     # Speed without changing outputs: similar lengths share a batch, the KV cache is preallocated
     # (no copy per token), and LoRA is merged into the base weights (one matmul per layer, not three).
@@ -89,6 +94,17 @@ class EvaluateConfig:
     token_budget: int | None = None  # rows x (longest prompt + max_new_tokens) per batch; bounds the KV cache
     cache: Literal["dynamic", "static"] = "dynamic"
     merge_adapter: bool = True
+    bootstrap_resamples: int = 1000  # for the 95% confidence intervals and paired tests
+    bootstrap_seed: int = 0
+    bertscore_model: str | None = None  # a local model directory; null skips BERTScore (reason recorded)
+    bertscore_layer: int | None = None  # hidden layer whose embeddings are matched; null: the last
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    examples: int = 5  # best, worst and random examples each in the markdown report
+    human_eval_examples: int = 50  # rows of the human-evaluation sheet
+    seed: int = 0  # picks the random examples and the sheet's rows
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,7 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:
@@ -133,6 +150,11 @@ def validate(config: Config, path: Path) -> None:
         "evaluate.batch_size": config.evaluate.batch_size,
         "evaluate.max_new_tokens": config.evaluate.max_new_tokens,
         "evaluate.num_beams": config.evaluate.num_beams,
+        "evaluate.temperature": config.evaluate.temperature,
+        "evaluate.top_p": config.evaluate.top_p,
+        "evaluate.bootstrap_resamples": config.evaluate.bootstrap_resamples,
+        "report.examples": config.report.examples,
+        "report.human_eval_examples": config.report.human_eval_examples,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -152,6 +174,20 @@ def validate(config: Config, path: Path) -> None:
     if config.evaluate.max_new_tokens >= config.prompt.max_seq_len:
         fail("evaluate.max_new_tokens", f"{config.evaluate.max_new_tokens} leaves no room for the prompt "
              f"within prompt.max_seq_len={config.prompt.max_seq_len}")
+    evaluate = config.evaluate
+    if evaluate.no_repeat_ngram_size < 0:
+        fail("evaluate.no_repeat_ngram_size", f"must be >= 0 (0: off), got {evaluate.no_repeat_ngram_size}")
+    if evaluate.top_p > 1.0:
+        fail("evaluate.top_p", f"must be in (0, 1], got {evaluate.top_p}")
+    # An option that decoding ignores would make an experiment that changes nothing but its name.
+    if evaluate.num_beams == 1 and evaluate.length_penalty != 1.0:
+        fail("evaluate.length_penalty", "acts only with beam search; set evaluate.num_beams > 1")
+    if not evaluate.do_sample:
+        for key in ("temperature", "top_p"):
+            if getattr(evaluate, key) != 1.0:
+                fail(f"evaluate.{key}", "acts only when sampling; set evaluate.do_sample: true")
+    if evaluate.bertscore_layer is not None and evaluate.bertscore_layer < 1:
+        fail("evaluate.bertscore_layer", f"must be >= 1 or null, got {evaluate.bertscore_layer}")
     targets = config.lora.target_modules
     if isinstance(targets, str) and targets != "all-linear":
         fail("lora.target_modules", f"a list of module names or 'all-linear', got {targets!r}")

@@ -1,12 +1,17 @@
-"""The evaluate stage's logic: prompts → generations → ROUGE and generation statistics, per system."""
+"""The evaluate stage's logic: prompts → generations → every metric per system, against the baselines."""
 from __future__ import annotations
 
 import statistics
 
+import numpy as np
+
+from xsumtune.baselines import lead_1
+from xsumtune.bootstrap import paired_comparison
 from xsumtune.checkpoints import GeneratedLog
-from xsumtune.config import Config
+from xsumtune.config import Config, EvaluateConfig
 from xsumtune.generation import Generated, generate_summaries
-from xsumtune.rouge import ROUGE_KEYS, score_corpus
+from xsumtune.metrics import Scorer, bleu_statistics, bug_detectors, corpus_scores, summary_properties
+from xsumtune.rouge import ROUGE_KEYS
 from xsumtune.tokenization import PromptEncoder
 
 
@@ -15,6 +20,20 @@ def build_prompts(config: Config, tokenizer, rows: list[dict]) -> list[dict]:
     encoder = PromptEncoder(tokenizer, config.prompt.template)
     budget = config.prompt.max_seq_len - config.evaluate.max_new_tokens
     return [{"id": row["id"], "prompt_ids": encoder.encode_prompt(row["document"], budget)[0]} for row in rows]
+
+
+def decoding_options(config: EvaluateConfig) -> dict:
+    """`generate` options from the evaluate params; options for a mode that is off are left out."""
+    options = {"num_beams": config.num_beams, "do_sample": config.do_sample}
+    if config.no_repeat_ngram_size:
+        options["no_repeat_ngram_size"] = config.no_repeat_ngram_size
+    if config.num_beams > 1:
+        options["length_penalty"] = config.length_penalty
+    if config.do_sample:
+        options.update(temperature=config.temperature, top_p=config.top_p)
+    if config.cache == "static":
+        options["cache_implementation"] = "static"
+    return options
 
 
 def run_system(config: Config, model, tokenizer, prompts: list[dict], desc: str,
@@ -30,28 +49,61 @@ def run_system(config: Config, model, tokenizer, prompts: list[dict], desc: str,
 
 def _generate(config: Config, model, tokenizer, prompts: list[dict], desc: str, on_batch) -> list[Generated]:
     e = config.evaluate
-    decoding = {"num_beams": e.num_beams, "do_sample": e.do_sample}
-    if e.cache == "static":
-        decoding["cache_implementation"] = "static"
     return generate_summaries(model, tokenizer, prompts, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-                              seed=config.seed, desc=desc, token_budget=e.token_budget,
-                              sort_by_length=e.sort_by_length, on_batch=on_batch, **decoding)
+                              seed=e.sample_seed, desc=desc, token_budget=e.token_budget,
+                              sort_by_length=e.sort_by_length, on_batch=on_batch, **decoding_options(e))
 
 
-def score_system(rows: list[dict], generated: list[Generated]) -> tuple[dict, list[dict]]:
-    """(metrics, per-example records). Pairs by id: a prediction can't land on another article."""
+def paired_by_id(rows: list[dict], generated: list[Generated]) -> list[Generated]:
+    """Generations in the rows' order, matched by id: a prediction can't land on another article."""
     by_id = {g.id: g for g in generated}
     if len(by_id) != len(generated) or set(by_id) != {row["id"] for row in rows}:
         raise RuntimeError("generation returned a different set of ids than it was given")
-    ordered = [by_id[row["id"]] for row in rows]
-    rouge, per_example = score_corpus([g.prediction for g in ordered], [row["summary"] for row in rows])
-    records = [
-        {"id": row["id"], "reference": row["summary"], "prediction": g.prediction,
-         **{key: round(s[key], 4) for key in ROUGE_KEYS}, "tokens": g.tokens,
-         "stopped_by_cap": g.stopped_by_cap, "error": g.error}
-        for row, g, s in zip(rows, ordered, per_example)
-    ]
-    return {**rouge, "generation": generation_statistics(ordered)}, records
+    return [by_id[row["id"]] for row in rows]
+
+
+def evaluate_systems(config: EvaluateConfig, rows: list[dict],
+                     generated: dict[str, list[Generated]]) -> tuple[dict, list[dict]]:
+    """(metrics, per-example records) of the fine-tuned model, each generated baseline and lead-1.
+
+    generated: "fine_tuned" and optionally "zero_shot". The fine-tuned model's figures sit at the top
+    level; each baseline's under its name, with the fine-tuned model's paired gain over it.
+    """
+    references = [row["summary"] for row in rows]
+    documents = [row["document"] for row in rows]
+    outputs = {name: paired_by_id(rows, g) for name, g in generated.items()}
+    predictions = {name: [g.prediction for g in out] for name, out in outputs.items()}
+    predictions["lead_1"] = [lead_1(document) for document in documents]
+    scorer = Scorer(config.bertscore_model, config.bertscore_layer, config.batch_size)
+    scores = {name: scorer.per_example(texts, references) for name, texts in predictions.items()}
+
+    systems = {}
+    for name, texts in predictions.items():
+        system = corpus_scores(scores[name], bleu_statistics(texts, references), config.bootstrap_resamples,
+                               config.bootstrap_seed)
+        system["summary"] = summary_properties(texts, documents)
+        out = outputs.get(name)  # None for lead-1: no model, so no token cap and no failures
+        if out is None:
+            system["bugs"] = bug_detectors(texts, documents)
+        else:
+            system["bugs"] = bug_detectors(texts, documents, [g.stopped_by_cap for g in out], [g.error for g in out])
+            system["generation"] = generation_statistics(out)
+        systems[name] = system
+    metrics = {**systems.pop("fine_tuned"), **systems, "references": summary_properties(references, documents)}
+    for baseline in systems:
+        metrics[f"gain_over_{baseline}"] = gains(scores["fine_tuned"], scores[baseline], config)
+    metrics["skipped"] = scorer.skipped
+
+    fine_tuned = scores["fine_tuned"]
+    records = []
+    for i, (row, g) in enumerate(zip(rows, outputs["fine_tuned"])):
+        record = {"id": row["id"], "reference": row["summary"], "prediction": g.prediction,
+                  **{key: round(float(values[i]), 4) for key, values in fine_tuned.items()},
+                  "tokens": g.tokens, "stopped_by_cap": g.stopped_by_cap, "error": g.error}
+        for baseline in systems:
+            record[f"{baseline}_prediction"] = predictions[baseline][i]
+        records.append(record)
+    return metrics, records
 
 
 def generation_statistics(generated: list[Generated]) -> dict:
@@ -67,11 +119,7 @@ def generation_statistics(generated: list[Generated]) -> dict:
     }
 
 
-def gains(fine_tuned: dict, baseline: dict) -> dict:
-    """Absolute (points) and relative (%) gain of the fine-tuned model per ROUGE key."""
-    result = {}
-    for key in ROUGE_KEYS:
-        result[f"{key}_abs"] = round(fine_tuned[key] - baseline[key], 4)
-        result[f"{key}_rel_pct"] = round(100 * (fine_tuned[key] - baseline[key]) / baseline[key], 2) \
-            if baseline[key] else None
-    return result
+def gains(fine_tuned: dict[str, np.ndarray], baseline: dict[str, np.ndarray], config: EvaluateConfig) -> dict:
+    """Per ROUGE key: absolute (points) and relative (%) gain, its 95% interval, p-value, wins/ties/losses."""
+    return {key: paired_comparison(baseline[key], fine_tuned[key], config.bootstrap_resamples,
+                                   config.bootstrap_seed) for key in ROUGE_KEYS}

@@ -51,3 +51,7 @@ def write_parquet(path: str | Path, rows: list[dict]) -> None:
 
 def read_parquet(path: str | Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,39 @@
+"""The markdown report and plot data, built from a small evaluation."""
+from conftest import ROOT
+from xsumtune.config import EvaluateConfig
+from xsumtune.data import Report, load_split
+from xsumtune.evaluation import evaluate_systems
+from xsumtune.generation import Generated
+from xsumtune.report import length_histogram, pick_examples, render, rouge_by_system
+
+
+def evaluation():
+    rows = load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())[:12]
+    # half the articles get their own reference, half a wrong one: clear best and worst examples
+    predictions = [row["summary"] if i % 2 else "Nothing to do with it." for i, row in enumerate(rows)]
+    generated = {"fine_tuned": [Generated(r["id"], p, 10, False) for r, p in zip(rows, predictions)],
+                 "zero_shot": [Generated(r["id"], "", 0, False) for r in rows]}
+    metrics, records = evaluate_systems(EvaluateConfig(bootstrap_resamples=50), rows, generated)
+    return metrics, records, {row["id"]: row["document"] for row in rows}
+
+
+def test_report_shows_every_system_and_the_best_worst_and_random_examples():
+    metrics, records, documents = evaluation()
+    text = render(metrics, records, documents, count=2, seed=0)
+    for heading in ("| fine-tuned |", "| zero-shot |", "| lead-1 |", "## Best examples", "## Worst examples",
+                    "## Random examples", "## Bug detectors", "## Skipped metrics", "| references |"):
+        assert heading in text
+    best, worst = text.split("## Best examples")[1], text.split("## Worst examples")[1]
+    assert "ROUGE-1/2/L 100.0 / 100.0 / 100.0" in best.split("## Worst")[0]
+    assert "**Fine-tuned**: Nothing to do with it." in worst.split("## Random")[0]
+    assert "**Zero-shot**: *(empty)*" in text
+    picked = pick_examples(records, 3, seed=0)
+    assert [r["rougeL"] for r in picked["Best"]] == [100.0] * 3 and picked["Random"] == pick_examples(records, 3, 0)["Random"]
+
+
+def test_plot_data():
+    metrics, records, _ = evaluation()
+    assert [row["system"] for row in rouge_by_system(metrics)] == ["fine-tuned", "zero-shot", "lead-1"]
+    histogram = length_histogram(records)
+    assert sum(b["prediction"] for b in histogram) == sum(b["reference"] for b in histogram) == len(records)
+    assert [b["words"] for b in histogram] == list(range(0, 5 * len(histogram), 5))

@@ -1,0 +1,108 @@
+"""The evaluation report in markdown (figures per system, best, worst and random examples) and plot data."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from xsumtune.metrics import words
+from xsumtune.rouge import ROUGE_KEYS
+
+SYSTEMS = {"fine-tuned": None, "zero-shot": "zero_shot", "lead-1": "lead_1"}  # label: key in the metrics file
+OPTIONAL = ("meteor", "bertscore_f1")
+RANK_BY = "rougeL"
+LENGTH_BIN = 5  # words per histogram bin
+ARTICLE_WORDS = 80  # how much of the article an example shows
+
+
+def systems(metrics: dict) -> dict[str, dict]:
+    """{label: that system's metrics} for the systems the metrics file holds."""
+    return {label: metrics if key is None else metrics[key] for label, key in SYSTEMS.items()
+            if key is None or key in metrics}
+
+
+def rouge_by_system(metrics: dict) -> list[dict]:
+    """Rows for a bar plot: one per system, with each ROUGE key and BLEU."""
+    return [{"system": label, **{key: m[key] for key in (*ROUGE_KEYS, "bleu")}} for label, m in systems(metrics).items()]
+
+
+def length_histogram(records: list[dict]) -> list[dict]:
+    """Counts of predictions and references per length bin (words), every bin up to the longest."""
+    predictions = Counter(len(words(r["prediction"])) // LENGTH_BIN for r in records)
+    references = Counter(len(words(r["reference"])) // LENGTH_BIN for r in records)
+    top = max([*predictions, *references])
+    return [{"words": b * LENGTH_BIN, "prediction": predictions[b], "reference": references[b]} for b in range(top + 1)]
+
+
+def pick_examples(records: list[dict], count: int, seed: int) -> dict[str, list[dict]]:
+    """Best and worst by ROUGE-L (ties broken by id, so the pick is stable) and a seeded random sample."""
+    ranked = sorted(records, key=lambda r: (-r[RANK_BY], r["id"]))
+    return {"Best": ranked[:count],
+            "Worst": sorted(records, key=lambda r: (r[RANK_BY], r["id"]))[:count],
+            "Random": random.Random(seed).sample(records, min(count, len(records)))}
+
+
+def _interval(m: dict, key: str) -> str:
+    ci = m["ci95"][key]
+    return f"{m[key]:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|") or "*(empty)*"
+
+
+def render(metrics: dict, records: list[dict], documents: dict[str, str], count: int, seed: int) -> str:
+    by_system = systems(metrics)
+    keys = [*ROUGE_KEYS, "bleu", *(k for k in OPTIONAL if k in metrics)]
+    out = ["# Evaluation report", "",
+           f"{len(records)} test articles. Scores ×100, each with its bootstrap 95% interval in brackets; "
+           "lead-1 is the article's first sentence.", "",
+           "| system | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    out += [f"| {label} | " + " | ".join(_interval(m, k) for k in keys) + " |" for label, m in by_system.items()]
+
+    gains = [(label, metrics[f"gain_over_{key}"]) for label, key in SYSTEMS.items() if f"gain_over_{key}" in metrics]
+    if gains:
+        out += ["", "## Fine-tuned minus each baseline (paired)", "",
+                "| baseline | metric | difference | 95% CI | relative | p-value | wins / ties / losses |",
+                "|---|---|---|---|---|---|---|"]
+        for label, gain in gains:
+            for key in ROUGE_KEYS:
+                g = gain[key]
+                relative = "n/a" if g["rel_pct"] is None else f"{g['rel_pct']:+.1f}%"
+                out.append(f"| {label} | {key} | {g['abs']:+.2f} | [{g['low']:+.2f}, {g['high']:+.2f}] | {relative} "
+                           f"| {g['p_value']:.4f} | {g['wins']} / {g['ties']} / {g['losses']} |")
+
+    out += ["", "## Summaries against the references", "",
+            "| | words mean | median | p10-p90 | one sentence | novel 1-grams | novel 2-grams "
+            "| compression | repeated 3-grams |", "|---" * 9 + "|"]
+    for label, properties in [*((lbl, m["summary"]) for lbl, m in by_system.items()), ("references", metrics["references"])]:
+        w = properties["words"]
+        cells = [properties[k] for k in ("one_sentence_rate", "novel_1gram_share", "novel_2gram_share",
+                                         "compression_ratio", "repeated_3gram_share")]
+        out.append(f"| {label} | {w['mean']} | {w['median']} | {w['p10']}-{w['p90']} | "
+                   + " | ".join("n/a" if c is None else f"{c:.3g}" for c in cells) + " |")
+
+    detectors = ("failed", "cut_by_cap", "empty", "multi_sentence", "copied_from_article")
+    out += ["", "## Bug detectors (share of predictions)", "", "| system | " + " | ".join(detectors) + " |",
+            "|---" * (len(detectors) + 1) + "|"]
+    out += [f"| {label} | " + " | ".join(f"{m['bugs'][d]:.3f}" if d in m["bugs"] else "n/a" for d in detectors) + " |"
+            for label, m in by_system.items()]
+    if metrics.get("skipped"):
+        out += ["", "## Skipped metrics", ""] + [f"- **{name}**: {reason}" for name, reason in metrics["skipped"].items()]
+
+    for group, picked in pick_examples(records, count, seed).items():
+        out += ["", f"## {group} examples (ROUGE-L)" if group != "Random" else f"## {group} examples"]
+        for record in picked:
+            article = words_prefix(documents[record["id"]], ARTICLE_WORDS)
+            out += ["", f"### {record['id']}: ROUGE-1/2/L {record['rouge1']:.1f} / {record['rouge2']:.1f} / "
+                        f"{record['rougeL']:.1f}", "",
+                    f"- **Article**: {_one_line(article)}",
+                    f"- **Reference**: {_one_line(record['reference'])}",
+                    f"- **Fine-tuned**: {_one_line(record['prediction'])}"]
+            out += [f"- **{label.capitalize()}**: {_one_line(record[key + '_prediction'])}"
+                    for label, key in SYSTEMS.items() if key and key + "_prediction" in record]
+    return "\n".join(out) + "\n"
+
+
+def words_prefix(text: str, count: int) -> str:
+    parts = text.split()
+    return " ".join(parts[:count]) + (" …" if len(parts) > count else "")
