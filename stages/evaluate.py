@@ -6,6 +6,7 @@ from xsumtune.config import load_config
 from xsumtune.evaluation import build_prompts, gains, run_system, score_system
 from xsumtune.io import read_parquet, write_json, write_jsonl
 from xsumtune.modeling import load_for_inference
+from xsumtune.provenance import describe_run
 from xsumtune.tokenization import load_tokenizer
 
 
@@ -15,8 +16,9 @@ from xsumtune.tokenization import load_tokenizer
 @click.option("--adapter-dir", required=True, help="The trained LoRA adapter.")
 @click.option("--metrics", "metrics_path", required=True, help="ROUGE and generation metrics (JSON).")
 @click.option("--predictions", required=True, help="Per-article predictions and ROUGE (jsonl).")
+@click.option("--run-info", help="Where to record the revisions, library versions and device (JSON).")
 @fail_cleanly
-def main(params, test_data, adapter_dir, metrics_path, predictions):
+def main(params, test_data, adapter_dir, metrics_path, predictions, run_info):
     config = load_config(params)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     model = load_for_inference(config.model, adapter_dir, config.seed)
@@ -32,6 +34,8 @@ def main(params, test_data, adapter_dir, metrics_path, predictions):
             record["zero_shot_prediction"] = zero["prediction"]
     write_jsonl(predictions, records)
     write_json(metrics_path, metrics)
+    if run_info:
+        write_json(run_info, describe_run(config, model))
     click.echo(f"evaluate: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
                + f"; generation {metrics['generation']}")
 

@@ -5,6 +5,7 @@ from stages import fail_cleanly
 from xsumtune.config import load_config
 from xsumtune.io import read_parquet, write_json
 from xsumtune.modeling import apply_lora, load_base_model
+from xsumtune.provenance import describe_run
 from xsumtune.tokenization import load_tokenizer
 from xsumtune.training import train_adapter
 
@@ -15,14 +16,17 @@ from xsumtune.training import train_adapter
 @click.option("--validation-data", required=True, help="Processed validation split (.parquet).")
 @click.option("--adapter-dir", required=True, help="Where the trained LoRA adapter goes.")
 @click.option("--live-dir", required=True, help="dvclive directory: metrics.json and loss plots.")
+@click.option("--run-info", help="Where to record the revisions, library versions and device (JSON).")
 @fail_cleanly
-def main(params, train_data, validation_data, adapter_dir, live_dir):
+def main(params, train_data, validation_data, adapter_dir, live_dir, run_info):
     config = load_config(params)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     model = load_base_model(config.model, config.seed)
     model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)
     metrics = train_adapter(config, model, tokenizer, read_parquet(train_data), read_parquet(validation_data),
                             adapter_dir, live_dir)
+    if run_info:
+        write_json(run_info, describe_run(config, model))
     click.echo(f"train: {metrics}")
 
 
