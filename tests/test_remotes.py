@@ -127,3 +127,15 @@ def assert_no_secret(config_text: str) -> None:
 def test_committed_dvc_config_holds_no_secret():
     assert_no_secret((ROOT / ".dvc" / "config").read_text())
     assert "/config.local" in (ROOT / ".dvc" / ".gitignore").read_text().split()
+
+
+def test_adapter_is_the_model_artifact_and_the_base_model_is_no_output():
+    """Only the adapter is pushed: the base model (hub weights or a config) is never a DVC output."""
+    import yaml
+
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert pipeline["artifacts"]["adapter"]["path"] == "models/adapter"
+    assert pipeline["artifacts"]["adapter"]["type"] == "model"
+    outs = [next(iter(out)) if isinstance(out, dict) else out
+            for stage in pipeline["stages"].values() for out in stage.get("outs", [])]
+    assert [out for out in outs if out.startswith("models/")] == ["models/adapter"]
