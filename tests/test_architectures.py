@@ -92,3 +92,22 @@ def test_shipped_tiny_configs(tokenizer, directory, model_type):
     config = AutoConfig.from_pretrained(ROOT / "models" / "configs" / directory)
     assert config.model_type == model_type and config.num_hidden_layers == 2
     assert config.eos_token_id == tokenizer.eos_token_id and config.vocab_size >= len(tokenizer)
+
+
+def test_prompts_start_with_bos_when_the_tokenizer_adds_one(tokenizer):
+    """Llama, Mistral and Gemma tokenizers prepend bos and their models expect it; Phi-2's adds none."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    phi = PromptEncoder(tokenizer, "direct").encode("An article.", "A summary.", 64)
+    assert phi["input_ids"][0] != tokenizer.eos_token_id
+    with_bos = copy.deepcopy(tokenizer)
+    bos = tokenizer.eos_token_id  # the Phi-2 vocabulary's one special token stands in for a bos
+    with_bos._tokenizer.post_processor = TemplateProcessing(single=f"{tokenizer.eos_token} $A",
+                                                            special_tokens=[(tokenizer.eos_token, bos)])
+    encoder = PromptEncoder(with_bos, "direct")
+    example = encoder.encode("An article.", "A summary.", 64)
+    assert example["input_ids"] == [bos] + phi["input_ids"]
+    assert encoder.encode_prompt("An article.", 64)[0][0] == bos
+    assert example["labels"][0] == -100 and example["labels"][1:] == phi["labels"]
