@@ -9,6 +9,7 @@ from xsumtune.config import check_runtime, load_config
 from xsumtune.evaluation import build_prompts, evaluate_systems, run_system
 from xsumtune.io import read_parquet, write_json, write_jsonl
 from xsumtune.modeling import attach_adapter, load_base_model
+from xsumtune.provenance import describe_run
 from xsumtune.tokenization import load_tokenizer
 
 
@@ -19,8 +20,9 @@ from xsumtune.tokenization import load_tokenizer
 @click.option("--metrics", "metrics_path", required=True, help="Metrics of every system (JSON).")
 @click.option("--predictions", required=True, help="Per-article predictions and scores (jsonl).")
 @click.option("--progress-dir", required=True, help="Generations so far; a killed run resumes from them.")
+@click.option("--run-info", help="Where to record the revisions, library versions and device (JSON).")
 @fail_cleanly
-def main(params, test_data, adapter_dir, metrics_path, predictions, progress_dir):
+def main(params, test_data, adapter_dir, metrics_path, predictions, progress_dir, run_info):
     config = load_config(params)
     check_runtime(config)
     log = GeneratedLog(progress_dir, fingerprint(config.seed, config.prompt, config.model, config.evaluate,
@@ -37,6 +39,8 @@ def main(params, test_data, adapter_dir, metrics_path, predictions, progress_dir
     metrics, records = evaluate_systems(config.evaluate, rows, generated)
     write_jsonl(predictions, records)
     write_json(metrics_path, metrics)
+    if run_info:
+        write_json(run_info, describe_run(config, model))
     release(progress_dir)
     click.echo(f"evaluate: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "bleu"))
                + f" (lead-1 rougeL {metrics['lead_1']['rougeL']:.2f}); generation {metrics['generation']}"

@@ -6,8 +6,9 @@ import click
 from stages import fail_cleanly
 from xsumtune.checkpoints import fingerprint
 from xsumtune.config import check_runtime, load_config
-from xsumtune.io import read_parquet
+from xsumtune.io import read_parquet, write_json
 from xsumtune.modeling import apply_lora, load_base_model
+from xsumtune.provenance import describe_run
 from xsumtune.tokenization import load_tokenizer
 from xsumtune.training import train_adapter
 
@@ -19,8 +20,9 @@ from xsumtune.training import train_adapter
 @click.option("--adapter-dir", required=True, help="Where the trained LoRA adapter goes.")
 @click.option("--live-dir", required=True, help="dvclive directory: metrics.json and loss plots.")
 @click.option("--checkpoint-dir", required=True, help="Checkpoints a killed run resumes from (persisted).")
+@click.option("--run-info", help="Where to record the revisions, library versions and device (JSON).")
 @fail_cleanly
-def main(params, train_data, validation_data, adapter_dir, live_dir, checkpoint_dir):
+def main(params, train_data, validation_data, adapter_dir, live_dir, checkpoint_dir, run_info):
     config = load_config(params)
     check_runtime(config)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
@@ -29,6 +31,8 @@ def main(params, train_data, validation_data, adapter_dir, live_dir, checkpoint_
     metrics = train_adapter(config, model, tokenizer, read_parquet(train_data), read_parquet(validation_data),
                             adapter_dir, live_dir, checkpoint_dir,
                             resume_key=fingerprint(Path(train_data), Path(validation_data)))
+    if run_info:
+        write_json(run_info, describe_run(config, model))
     click.echo(f"train: {metrics}")
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from xsumtune.config import LoraConfig, ModelConfig
+from xsumtune.config import ConfigError, LoraConfig, ModelConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -74,13 +74,45 @@ def _quantize_random(model, quantization):
             dtype=model.dtype, attn_implementation=model.config._attn_implementation)
 
 
-def lora_config(config: LoraConfig):
+# lora.target_modules is written in Phi-2's module names, the reference experiment's. Other architectures
+# name the same layers differently: each Phi name maps to the layers that play its role there. Gated MLPs
+# (Llama, Mistral, Gemma, Qwen2) have two input projections where Phi has fc1. A name not in the map
+# (o_proj, or any model's own name) is used as written; either way it must be a linear layer of the model.
+GATED_MLP_TARGETS = {"dense": ("o_proj",), "fc1": ("gate_proj", "up_proj"), "fc2": ("down_proj",)}
+TARGETS_BY_MODEL_TYPE = {
+    "phi": {},
+    "llama": GATED_MLP_TARGETS,
+    "mistral": GATED_MLP_TARGETS,
+    "gemma": GATED_MLP_TARGETS,
+    "gemma2": GATED_MLP_TARGETS,
+    "qwen2": GATED_MLP_TARGETS,
+}
+
+
+def resolve_target_modules(targets: tuple[str, ...] | str, model) -> list[str] | str:
+    """The model's own names for lora.target_modules; `all-linear` is left to peft."""
+    if isinstance(targets, str):
+        return targets
+    model_type = model.config.model_type
+    names = TARGETS_BY_MODEL_TYPE.get(model_type, {})
+    resolved = list(dict.fromkeys(target for name in targets for target in names.get(name, (name,))))
+    linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear)}
+    missing = [name for name in resolved if name not in linear]
+    if missing:
+        raise ConfigError(f"lora.target_modules: {', '.join(missing)} (from {', '.join(targets)}) "
+                          f"not among {model_type}'s linear layers {sorted(linear)}; "
+                          f"name them or use all-linear")
+    return resolved
+
+
+def lora_config(config: LoraConfig, model):
+    """peft's LoraConfig, its target modules resolved for this model's architecture."""
     from peft import LoraConfig as PeftLoraConfig
 
-    targets = config.target_modules
     return PeftLoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, bias=config.bias,
-        target_modules=targets if isinstance(targets, str) else list(targets),
+        target_modules=resolve_target_modules(config.target_modules, model),
         task_type="CAUSAL_LM",
     )
 
@@ -95,7 +127,7 @@ def apply_lora(model, config: LoraConfig, seed: int, gradient_checkpointing: boo
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     torch.manual_seed(seed)
-    return get_peft_model(model, lora_config(config), autocast_adapter_dtype=config.fp32_weights)
+    return get_peft_model(model, lora_config(config, model), autocast_adapter_dtype=config.fp32_weights)
 
 
 def attach_adapter(base_model, adapter_dir: str, merge: bool):

@@ -26,12 +26,22 @@ class PromptEncoder:
     def __init__(self, tokenizer, template: str):
         self.tokenizer = tokenizer
         self.parts = split_template(template)
-        self.head = self._ids(self.parts.head)
+        self.head = self._leading_special_ids() + self._ids(self.parts.head)
         self.tail = self._ids(self.parts.tail)
         self.eos = tokenizer.eos_token_id
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
+
+    def _leading_special_ids(self) -> list[int]:
+        """What the tokenizer puts before any text: bos for Llama, Mistral and Gemma, whose models expect
+        it; nothing for Phi-2. Pieces are encoded without special tokens, so the prompt's head carries it."""
+        plain = self.tokenizer("x", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("x")["input_ids"]
+        for start in range(len(full) - len(plain) + 1):
+            if full[start:start + len(plain)] == plain:
+                return full[:start]
+        return []
 
     def prompt(self, article_ids: list[int], budget: int) -> tuple[list[int], bool]:
         """Prompt ids within `budget` tokens, cutting the article's end; (ids, truncated)."""
