@@ -58,7 +58,8 @@ def test_phi_targets_resolve_and_training_moves_the_adapter_only(tmp_path, token
 
     encoder = PromptEncoder(tokenizer, "direct")
     rows = [encoder.encode(d, s, 96) for d, s in ARTICLES]
-    metrics = train_adapter(config, model, tokenizer, rows, rows, str(tmp_path / "adapter"), str(tmp_path / "live"))
+    metrics = train_adapter(config, model, tokenizer, rows, rows, str(tmp_path / "adapter"), str(tmp_path / "live"),
+                            str(tmp_path / "checkpoints"))
 
     after = dict(model.named_parameters())
     assert metrics["train_steps"] == 2

@@ -83,3 +83,33 @@ def test_fused_gelu_and_bf16_adapter_keep_outputs(tiny_model_config):
         assert torch.allclose(plain(ids).logits, fused(ids).logits, atol=1e-5)
     adapter = apply_lora(fused, LoraConfig(fp32_weights=False), 0)
     assert all(p.dtype == torch.float32 for n, p in adapter.named_parameters() if "lora_" in n)  # base is fp32 here
+
+
+def test_fast_training_path_keeps_each_examples_loss(tokenizer, tiny_model_config):
+    """The fast recipe (fused gelu, bf16 adapter weights, batches grouped by length) gives each example the
+    loss the plain recipe gives it, within bf16 tolerance; padding never changes an example's loss."""
+    import dataclasses
+
+    from xsumtune.training import CompletionCollator, per_example_loss
+
+    rows = examples(tokenizer)
+    collate = CompletionCollator(tokenizer.pad_token_id)
+    config = dataclasses.replace(tiny_model_config, dtype="bfloat16")
+
+    def build(fused_gelu, fp32_weights, scale=0.05):
+        model = apply_lora(load_base_model(dataclasses.replace(config, fused_gelu=fused_gelu), 0),
+                           LoraConfig(fp32_weights=fp32_weights), 0)
+        with torch.no_grad():  # the same non-zero adapter in both
+            generator = torch.Generator().manual_seed(1)
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * scale)
+        return model.eval()
+
+    batch = collate(rows)
+    plain_loss, fast_loss = per_example_loss(build(False, True), batch), per_example_loss(build(True, False), batch)
+    assert torch.allclose(plain_loss, fast_loss, rtol=0, atol=5e-3), (plain_loss, fast_loss)
+    alone = torch.cat([per_example_loss(build(True, False), collate([row])) for row in rows])
+    assert torch.allclose(alone, fast_loss, rtol=0, atol=5e-3)  # padding and batch-mates leave each loss alone
+    without_adapter = per_example_loss(build(True, False, scale=0.0), batch)
+    assert not torch.allclose(without_adapter, fast_loss, rtol=0, atol=5e-3)  # the tolerance can tell a change

@@ -145,3 +145,13 @@ def save_adapter(model, tokenizer, adapter_dir: str) -> None:
     tokenizer.save_pretrained(scratch)
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
+
+
+@torch.no_grad()
+def per_example_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over each row's labelled tokens (float32): what a batch's loss is made of."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
+                                               reduction="none")
+    return losses.sum(1) / (labels != IGNORE_INDEX).sum(1)
