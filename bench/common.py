@@ -15,7 +15,6 @@ sys.path.insert(0, str(ROOT))
 from xsumtune.config import LoraConfig, ModelConfig  # noqa: E402
 from xsumtune.data import Report, load_split  # noqa: E402
 from xsumtune.modeling import apply_lora, load_base_model  # noqa: E402
-from xsumtune.tokenization import PromptEncoder, load_tokenizer  # noqa: E402
 
 TOKENIZER = str(ROOT / "models" / "tokenizers" / "phi-2")
 PHI2 = str(ROOT / "models" / "configs" / "phi-2")

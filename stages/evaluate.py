@@ -42,7 +42,7 @@ def main(params, test_data, adapter_dir, metrics_path, predictions, progress_dir
     if run_info:
         write_json(run_info, describe_run(config, model))
     release(progress_dir)
-    click.echo(f"evaluate: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "bleu"))
+    click.echo("evaluate: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "bleu"))
                + f" (lead-1 rougeL {metrics['lead_1']['rougeL']:.2f}); generation {metrics['generation']}"
                + (f"; skipped {sorted(metrics['skipped'])}" if metrics["skipped"] else ""))
 

@@ -6,7 +6,6 @@ import torch
 from safetensors.torch import load_file
 
 from xsumtune.config import Config, LoraConfig, TrainConfig
-from xsumtune.io import read_parquet
 from xsumtune.modeling import apply_lora, load_base_model
 from xsumtune.tokenization import PromptEncoder
 from xsumtune.training import train_adapter
@@ -73,7 +72,6 @@ def test_all_linear_targets_every_linear_layer(tiny_model_config):
 
 def test_fused_gelu_and_bf16_adapter_keep_outputs(tiny_model_config):
     """The speed switches compute the same function: gelu_new as one kernel, adapter weights in the base dtype."""
-    import dataclasses
 
     ids = torch.tensor([[11, 502, 77, 3040, 9]])
     plain = load_base_model(dataclasses.replace(tiny_model_config, fused_gelu=False), 0).eval()
@@ -88,7 +86,6 @@ def test_fused_gelu_and_bf16_adapter_keep_outputs(tiny_model_config):
 def test_fast_training_path_keeps_each_examples_loss(tokenizer, tiny_model_config):
     """The fast recipe (fused gelu, bf16 adapter weights, batches grouped by length) gives each example the
     loss the plain recipe gives it, within bf16 tolerance; padding never changes an example's loss."""
-    import dataclasses
 
     from xsumtune.training import CompletionCollator, per_example_loss
 

@@ -97,7 +97,7 @@ def test_default_profile_repro_writes_metrics(repo):
                 "metrics/predictions.jsonl", "--output", "same.json"], repo)
     assert "| rougeL |" in same.stdout
     assert json.loads((repo / "same.json").read_text())["rougeL"]["p_value"] == 1.0
-    lead = run([sys.executable, "-m", "stages.compare", "--baseline", "HEAD", "--baseline-field", "lead_1_prediction",
+    run([sys.executable, "-m", "stages.compare", "--baseline", "HEAD", "--baseline-field", "lead_1_prediction",
                 "--candidate", "metrics/predictions.jsonl", "--output", "lead.json"], repo)
     assert json.loads((repo / "lead.json").read_text())["rougeL"]["abs"] == metrics["gain_over_lead_1"]["rougeL"]["abs"]
 

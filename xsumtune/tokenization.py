@@ -1,7 +1,6 @@
 """Prompt + summary to token ids: the article is truncated, never the summary; labels mask the prompt."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from xsumtune.prompts import split_template
 
