@@ -5,6 +5,7 @@ import click
 
 from stages import fail_cleanly
 from xsumtune.checkpoints import GeneratedLog, fingerprint, release
+from xsumtune import distributed
 from xsumtune.config import check_runtime, load_config
 from xsumtune.evaluation import build_prompts, evaluate_systems, run_system
 from xsumtune.io import read_parquet, write_json, write_jsonl
@@ -24,18 +25,25 @@ from xsumtune.tokenization import load_tokenizer
 @fail_cleanly
 def main(params, test_data, adapter_dir, metrics_path, predictions, progress_dir, run_info):
     config = load_config(params)
-    check_runtime(config)
-    log = GeneratedLog(progress_dir, fingerprint(config.seed, config.prompt, config.model, config.evaluate,
-                                                 Path(test_data), Path(adapter_dir)))
+    check_runtime(config, processes=config.evaluate.processes)
+    distributed.init()
+    progress = Path(progress_dir) / f"rank-{distributed.rank()}" if distributed.world_size() > 1 else progress_dir
+    log = GeneratedLog(progress, fingerprint(config.seed, config.prompt, config.model, config.evaluate,
+                                             Path(test_data), Path(adapter_dir)))
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     rows = read_parquet(test_data)
     prompts = build_prompts(config, tokenizer, rows)
+    mine = distributed.shard(prompts)  # every process generates its share; all are gathered in order
     base_model = load_base_model(config.model, config.seed).eval()
     generated = {}
     if config.evaluate.zero_shot:  # before the adapter: merging it changes the base weights in place
-        generated["zero_shot"] = run_system(config, base_model, tokenizer, prompts, "zero-shot", log)
+        generated["zero_shot"] = distributed.gather_in_order(
+            prompts, run_system(config, base_model, tokenizer, mine, "zero-shot", log))
     model = attach_adapter(base_model, adapter_dir, merge=config.evaluate.merge_adapter)
-    generated = {"fine_tuned": run_system(config, model, tokenizer, prompts, "fine-tuned", log), **generated}
+    fine_tuned = distributed.gather_in_order(prompts, run_system(config, model, tokenizer, mine, "fine-tuned", log))
+    if not distributed.is_main():
+        return  # the main process scores and writes
+    generated = {"fine_tuned": fine_tuned, **generated}
     metrics, records = evaluate_systems(config.evaluate, rows, generated)
     write_jsonl(predictions, records)
     write_json(metrics_path, metrics)

@@ -6,11 +6,12 @@ import click
 from stages import fail_cleanly
 from xsumtune.checkpoints import fingerprint
 from xsumtune.config import check_runtime, load_config
+from xsumtune.distributed import is_main, rank, world_size
 from xsumtune.io import read_parquet, write_json
 from xsumtune.modeling import apply_lora, load_base_model
 from xsumtune.provenance import describe_run
 from xsumtune.tokenization import load_tokenizer
-from xsumtune.training import train_adapter
+from xsumtune.training import adapter_checksum, train_adapter
 
 
 @click.command()
@@ -24,16 +25,16 @@ from xsumtune.training import train_adapter
 @fail_cleanly
 def main(params, train_data, validation_data, adapter_dir, live_dir, checkpoint_dir, run_info):
     config = load_config(params)
-    check_runtime(config)
+    check_runtime(config, processes=config.train.processes)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     model = load_base_model(config.model, config.seed)
     model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)
     metrics = train_adapter(config, model, tokenizer, read_parquet(train_data), read_parquet(validation_data),
                             adapter_dir, live_dir, checkpoint_dir,
                             resume_key=fingerprint(Path(train_data), Path(validation_data)))
-    if run_info:
+    if run_info and is_main():
         write_json(run_info, describe_run(config, model))
-    click.echo(f"train: {metrics}")
+    click.echo(f"train: rank {rank()}/{world_size()} adapter {adapter_checksum(model)}; {metrics}")
 
 
 if __name__ == "__main__":

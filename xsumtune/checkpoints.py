@@ -47,10 +47,11 @@ def release(directory: str | Path) -> None:
 
 def latest_complete_checkpoint(directory: str | Path) -> str | None:
     """The newest Trainer checkpoint with every file a resume needs; partial ones (a kill mid-save) go."""
-    needed = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth", "adapter_model.safetensors")
+    needed = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "adapter_model.safetensors")
     checkpoints = sorted(Path(directory).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     for checkpoint in reversed(checkpoints):
-        if all((checkpoint / name).exists() for name in needed):
+        # rng_state.pth for one process, rng_state_<rank>.pth for each of several
+        if all((checkpoint / name).exists() for name in needed) and any(checkpoint.glob("rng_state*.pth")):
             return str(checkpoint)
         shutil.rmtree(checkpoint, ignore_errors=True)
     return None

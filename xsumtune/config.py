@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class TrainConfig:
     group_by_length: bool = False  # batches of similar lengths: less padding, batches no longer i.i.d.
     logging_steps: int = 10
     save_steps: int = 100  # optimizer steps between checkpoints a killed run resumes from
+    processes: int = 1  # DDP processes (one a GPU) launched by torchrun; global batch = batch x accum x processes
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class EvaluateConfig:
     token_budget: int | None = None  # rows x (longest prompt + max_new_tokens) per batch; bounds the KV cache
     cache: Literal["dynamic", "static"] = "dynamic"
     merge_adapter: bool = True
+    processes: int = 1  # processes (one a GPU) sharing the articles, launched by torchrun
     bootstrap_resamples: int = 1000  # for the 95% confidence intervals and paired tests
     bootstrap_seed: int = 0
     bertscore_model: str | None = None  # a local model directory; null skips BERTScore (reason recorded)
@@ -147,6 +150,8 @@ def validate(config: Config, path: Path) -> None:
         "train.lr": config.train.lr,
         "train.logging_steps": config.train.logging_steps,
         "train.save_steps": config.train.save_steps,
+        "train.processes": config.train.processes,
+        "evaluate.processes": config.evaluate.processes,
         "evaluate.batch_size": config.evaluate.batch_size,
         "evaluate.max_new_tokens": config.evaluate.max_new_tokens,
         "evaluate.num_beams": config.evaluate.num_beams,
@@ -260,9 +265,19 @@ def _describe(kind) -> str:
     return " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(kind))
 
 
-def check_runtime(config: Config) -> None:
-    """Checks against this machine and the model's architecture, before any weights are loaded."""
+def check_runtime(config: Config, processes: int = 1) -> None:
+    """Checks against this machine, the launcher and the model's architecture, before any weights load."""
     import torch
+
+    from xsumtune.distributed import world_size
+
+    if world_size() != processes:
+        raise ConfigError(f"the params ask for {processes} processes but {world_size()} were launched; "
+                          "run the stage through dvc repro (its cmd starts torchrun with the right count)")
+    on_this_host = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
+    if on_this_host > 1 and torch.cuda.is_available() and torch.cuda.device_count() < on_this_host:
+        raise ConfigError(f"{on_this_host} processes on this host need as many GPUs; "
+                          f"{torch.cuda.device_count()} visible")
 
     if config.model.quantization == "nf4" and not torch.cuda.is_available():
         raise ConfigError("model.quantization: nf4 needs a CUDA GPU (bitsandbytes 4-bit) and none is visible; "

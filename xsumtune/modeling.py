@@ -9,7 +9,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device: its own GPU under a multi-process launcher (each rank holds its own copy,
+    4-bit ones too; never device_map="auto"), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank())
+    return torch.device("cpu")
 
 
 def quantization_config(config: ModelConfig):

@@ -78,10 +78,12 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     made by the same run (resume_key), then writes the adapter and the dvclive metrics and plots."""
     from transformers import Trainer
 
-    claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
+    args = training_arguments(config, checkpoint_dir)
+    with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
+        claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
     trainer = Trainer(
         model=model,
-        args=training_arguments(config, checkpoint_dir),
+        args=args,
         train_dataset=to_dataset(train_rows),
         eval_dataset=to_dataset(validation_rows),
         data_collator=CompletionCollator(tokenizer.pad_token_id),
@@ -101,10 +103,23 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
         "train_examples": len(train_rows),
         "train_tokens": sum(len(row["input_ids"]) for row in train_rows) * config.train.epochs,
     }
-    write_live(live_dir, history, metrics)
-    save_adapter(model, tokenizer, adapter_dir)
-    release(checkpoint_dir)
+    if trainer.is_world_process_zero():  # every process holds the same weights; one writes
+        write_live(live_dir, history, metrics)
+        save_adapter(model, tokenizer, adapter_dir)
+        release(checkpoint_dir)
     return metrics
+
+
+def adapter_checksum(model) -> str:
+    """sha256 of the trainable (adapter) weights, to check that every process ends with the same ones."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        if param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def write_live(live_dir: str, history: list[dict], metrics: dict) -> None:

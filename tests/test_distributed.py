@@ -1,0 +1,95 @@
+"""Several processes on the CPU (gloo): the same adapter on every rank, predictions gathered in order."""
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from xsumtune.distributed import gather_in_order
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+
+
+def run(command):
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    work = tmp_path_factory.mktemp("distributed")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(train_size=24, validation_size=4, test_size=6)
+    params["prompt"]["max_seq_len"] = 256
+    params["train"].update(epochs=1, batch_size=2, grad_accum=1, save_steps=4, logging_steps=2, warmup_steps=2)
+    params["evaluate"].update(batch_size=2, max_new_tokens=12)
+    for processes in (1, 2):
+        params["train"]["processes"] = params["evaluate"]["processes"] = processes
+        (work / f"params{processes}.yaml").write_text(yaml.safe_dump(params))
+    run([sys.executable, "-m", "stages.preprocess", "--params", work / "params1.yaml", "--out-dir", work / "data",
+         "--stats", work / "stats.json"])
+    return work
+
+
+def train(work, processes):
+    out = work / f"train{processes}"
+    return run([*TORCHRUN, "--nproc_per_node", str(processes), "-m", "stages.train",
+                "--params", work / f"params{processes}.yaml", "--train-data", work / "data" / "train.parquet",
+                "--validation-data", work / "data" / "validation.parquet", "--adapter-dir", out / "adapter",
+                "--live-dir", out / "live", "--checkpoint-dir", out / "checkpoints"])
+
+
+def evaluate(work, processes, adapter):
+    out = work / f"evaluate{processes}"
+    run([*TORCHRUN, "--nproc_per_node", str(processes), "-m", "stages.evaluate",
+         "--params", work / f"params{processes}.yaml", "--test-data", work / "data" / "test.parquet",
+         "--adapter-dir", adapter, "--metrics", out / "metrics.json", "--predictions", out / "predictions.jsonl",
+         "--progress-dir", out / "progress"])
+    return out
+
+
+def test_two_processes_end_with_the_same_adapter_and_write_once(work):
+    result = train(work, 2)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("train: rank")]
+    assert sorted(line.split()[2] for line in lines) == ["0/2", "1/2"]
+    checksums = {line.split()[4].rstrip(";") for line in lines}
+    assert len(checksums) == 1  # DDP kept every rank's adapter identical
+    metrics = json.loads((work / "train2" / "live" / "metrics.json").read_text())
+    assert metrics["train_steps"] == 24 // (2 * 2)  # global batch = batch 2 x accumulation 1 x 2 processes
+    assert (work / "train2" / "adapter" / "adapter_model.safetensors").exists()
+    assert list((work / "train2" / "checkpoints").iterdir()) == []
+
+
+def test_sharded_evaluation_gathers_every_article_in_order(work):
+    train(work, 1)
+    adapter = work / "train1" / "adapter"
+    one, two = evaluate(work, 1, adapter), evaluate(work, 2, adapter)
+    ids = [json.loads(line)["id"] for line in (two / "predictions.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 6
+    assert (two / "predictions.jsonl").read_bytes() == (one / "predictions.jsonl").read_bytes()
+    assert json.loads((two / "metrics.json").read_text()) == json.loads((one / "metrics.json").read_text())
+
+
+def test_launching_another_count_of_processes_is_refused(work):
+    result = subprocess.run([sys.executable, "-m", "stages.train", "--params", str(work / "params2.yaml"),
+                             "--train-data", "x", "--validation-data", "x", "--adapter-dir", "a", "--live-dir", "l",
+                             "--checkpoint-dir", "c"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "ask for 2 processes but 1 were launched" in result.stderr
+
+
+@dataclass
+class Result:
+    id: str
+
+
+def test_gather_restores_order_and_refuses_gaps_and_duplicates():
+    items = [{"id": i} for i in "abcd"]
+    assert [r.id for r in gather_in_order(items, [Result("c"), Result("a"), Result("d"), Result("b")])] == list("abcd")
+    with pytest.raises(RuntimeError, match="missing"):
+        gather_in_order(items, [Result("a"), Result("b"), Result("c")])
+    with pytest.raises(RuntimeError, match="twice"):
+        gather_in_order(items, [Result("a"), Result("a"), Result("b"), Result("c"), Result("d")])
