@@ -158,6 +158,7 @@ def save_adapter(model, tokenizer, adapter_dir: str) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     model.save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
+    _sort_target_modules(scratch / "adapter_config.json")
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
 
@@ -170,3 +171,14 @@ def per_example_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
                                                reduction="none")
     return losses.sum(1) / (labels != IGNORE_INDEX).sum(1)
+
+
+def _sort_target_modules(config_path: Path) -> None:
+    """peft stores target_modules from a set, in an order that changes with Python's hash seed; sorted,
+    the same training gives the same adapter directory byte for byte."""
+    import json
+
+    config = json.loads(config_path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
