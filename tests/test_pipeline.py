@@ -92,7 +92,7 @@ def test_default_profile_repro_writes_metrics(repo):
 
     # the paired comparison between a revision and a file: the same predictions, so no difference
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", "repro"], repo)
     same = run([sys.executable, "-m", "stages.compare", "--baseline", "HEAD", "--candidate",
                 "metrics/predictions.jsonl", "--output", "same.json"], repo)
     assert "| rougeL |" in same.stdout
