@@ -8,15 +8,10 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from repo_copy import run
 from xsumtune.distributed import gather_in_order
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-
-
-def run(command):
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +26,7 @@ def work(tmp_path_factory):
         params["train"]["processes"] = params["evaluate"]["processes"] = processes
         (work / f"params{processes}.yaml").write_text(yaml.safe_dump(params))
     run([sys.executable, "-m", "stages.preprocess", "--params", work / "params1.yaml", "--out-dir", work / "data",
-         "--stats", work / "stats.json"])
+         "--stats", work / "stats.json"], ROOT)
     return work
 
 
@@ -40,7 +35,7 @@ def train(work, processes):
     return run([*TORCHRUN, "--nproc_per_node", str(processes), "-m", "stages.train",
                 "--params", work / f"params{processes}.yaml", "--train-data", work / "data" / "train.parquet",
                 "--validation-data", work / "data" / "validation.parquet", "--adapter-dir", out / "adapter",
-                "--live-dir", out / "live", "--checkpoint-dir", out / "checkpoints"])
+                "--live-dir", out / "live", "--checkpoint-dir", out / "checkpoints"], ROOT)
 
 
 def evaluate(work, processes, adapter):
@@ -48,7 +43,7 @@ def evaluate(work, processes, adapter):
     run([*TORCHRUN, "--nproc_per_node", str(processes), "-m", "stages.evaluate",
          "--params", work / f"params{processes}.yaml", "--test-data", work / "data" / "test.parquet",
          "--adapter-dir", adapter, "--metrics", out / "metrics.json", "--predictions", out / "predictions.jsonl",
-         "--progress-dir", out / "progress"])
+         "--progress-dir", out / "progress"], ROOT)
     return out
 
 

@@ -1,39 +1,17 @@
 """The default profile end to end: `dvc repro` in a temporary copy of the repository, then `dvc exp show`."""
 import json
-import shutil
-import subprocess
 import sys
 
 import pytest
 import yaml
 
-from conftest import ROOT
-
-
-def run(args, cwd, check=True):
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
-    return result
+from repo_copy import copy_repo, dvc, run
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """A fresh copy of the committed tree (plus working changes) as its own git repository."""
-    copy = tmp_path_factory.mktemp("repo")
-    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, copy / name)
-    run(["git", "init", "-q"], copy)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], copy)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], copy)
-    return copy
-
-
-def dvc(*args, cwd, check=True):
-    return run([sys.executable, "-m", "dvc", *args], cwd, check)
+    return copy_repo(tmp_path_factory.mktemp("repo"))
 
 
 def test_default_profile_repro_writes_metrics(repo):

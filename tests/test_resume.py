@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from repo_copy import run
 
 SMALL = {
     "data": {"train_size": 24, "validation_size": 4, "test_size": 6},
@@ -23,13 +24,6 @@ def stage(name, *args, cwd=ROOT):
     return [sys.executable, "-m", f"stages.{name}", *map(str, args)]
 
 
-def run(command, check=True):
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{command} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Small params and preprocessed splits, shared by the tests here."""
@@ -38,7 +32,7 @@ def work(tmp_path_factory):
     for section, values in SMALL.items():
         params[section].update(values)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    run(stage("preprocess", "--params", work / "params.yaml", "--out-dir", work / "data", "--stats", work / "stats.json"))
+    run(stage("preprocess", "--params", work / "params.yaml", "--out-dir", work / "data", "--stats", work / "stats.json"), ROOT)
     return work
 
 
@@ -78,7 +72,7 @@ def kill_when(command, ready, timeout=240):
 def trained(work):
     """Two uninterrupted runs of the same training."""
     for name in ("first", "second"):
-        run(train_command(work, name))
+        run(train_command(work, name), ROOT)
     return work
 
 
@@ -97,7 +91,7 @@ def test_killed_training_resumes_to_the_same_result(trained):
                        lambda: any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")))
     assert killed, "training finished before a checkpoint was written"
     assert not (work / "killed" / "adapter").exists() and not (work / "killed" / "live").exists()  # nothing half-written
-    resumed = run(train_command(work, "killed"))
+    resumed = run(train_command(work, "killed"), ROOT)
     assert "resuming from" in resumed.stdout
     assert (work / "killed" / "adapter" / "adapter_model.safetensors").read_bytes() == \
         (work / "first" / "adapter" / "adapter_model.safetensors").read_bytes()
@@ -113,7 +107,7 @@ def test_checkpoints_of_other_params_are_not_resumed(trained):
     (work / "other" / "checkpoints").mkdir()
     (work / "other" / "checkpoints" / "fingerprint.json").write_text('{"fingerprint": "another run"}')
     (work / "other" / "checkpoints" / "checkpoint-3").mkdir()
-    result = run(train_command(work, "other"))
+    result = run(train_command(work, "other"), ROOT)
     assert "resuming" not in result.stdout
     assert (work / "other" / "adapter" / "adapter_model.safetensors").read_bytes() == \
         (work / "first" / "adapter" / "adapter_model.safetensors").read_bytes()
@@ -122,14 +116,14 @@ def test_checkpoints_of_other_params_are_not_resumed(trained):
 def test_killed_evaluation_resumes_without_duplicates_or_gaps(trained):
     work = trained
     adapter = work / "first" / "adapter"
-    run(evaluate_command(work, "eval-whole", adapter))
+    run(evaluate_command(work, "eval-whole", adapter), ROOT)
     log = work / "eval-killed" / "progress" / "generated.jsonl"
     killed = kill_when(evaluate_command(work, "eval-killed", adapter),
                        lambda: log.exists() and len(log.read_text().splitlines()) >= 4)
     assert killed, "evaluation finished before it was killed"
     assert not (work / "eval-killed" / "metrics.json").exists()
     done_before = len(log.read_text().splitlines())
-    run(evaluate_command(work, "eval-killed", adapter))
+    run(evaluate_command(work, "eval-killed", adapter), ROOT)
     whole = [json.loads(l) for l in (work / "eval-whole" / "predictions.jsonl").read_text().splitlines()]
     resumed = [json.loads(l) for l in (work / "eval-killed" / "predictions.jsonl").read_text().splitlines()]
     assert resumed == whole and len({r["id"] for r in resumed}) == len(resumed) == SMALL["data"]["test_size"]
