@@ -124,7 +124,7 @@ def run(name: str, steps: int, warmup: int, tokenizer, data, profile_to: str | N
 
             def forward_backward():
                 for _ in range(2):
-                    model(**batch).loss.backward()
+                    trainer.model(**batch).loss.backward()
             profile_table(forward_backward, profile_to)
     seconds = timer.end - timer.start
     timed = collator.log[warmup * train.grad_accum:(warmup + steps) * train.grad_accum]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from xsumtune.config import ConfigError, LoraConfig, ModelConfig
+from xsumtune.distributed import local_rank
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
