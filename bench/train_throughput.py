@@ -122,9 +122,9 @@ def run(name: str, steps: int, warmup: int, tokenizer, data, profile_to: str | N
             batch = {k: v.cuda() for k, v in CompletionCollator(tokenizer.pad_token_id)(
                 data[: train.batch_size]).items()}
 
-            def forward_backward():
+            def forward_backward(model=model):
                 for _ in range(2):
-                    trainer.model(**batch).loss.backward()
+                    model(**batch).loss.backward()
             profile_table(forward_backward, profile_to)
     seconds = timer.end - timer.start
     timed = collator.log[warmup * train.grad_accum:(warmup + steps) * train.grad_accum]
