@@ -1,11 +1,35 @@
+import functools
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = ROOT / "models" / "tokenizers" / "phi-2"
 TINY_CONFIG_DIR = ROOT / "models" / "configs" / "tiny-phi"
+SMOL_TOKENIZER_DIR = ROOT / "models" / "tokenizers" / "smollm2"
+
+
+def compose_params(path: Path, profile: str = "tiny", overrides=()) -> Path:
+    """params.yaml for a profile, composed from conf/ as `dvc exp run -S profile=...` does."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(path, str(ROOT / "conf"), None, "config", str(ROOT), [f"profile={profile}", *overrides])
+    return path
+
+
+@functools.cache
+def _tiny_params_text() -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return compose_params(Path(tmp) / "params.yaml").read_text()
+
+
+def tiny_params() -> dict:
+    """The tiny profile's params (a fresh dict each call): a random-weight model, seconds on a CPU."""
+    return yaml.safe_load(_tiny_params_text())
 
 
 @pytest.fixture(scope="session")

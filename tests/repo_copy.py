@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, compose_params
 
 GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
 # -S overrides that shrink the default profile to seconds per experiment: same stages, less data.
@@ -29,14 +29,18 @@ def git(*args, cwd, check=True):
     return run(["git", *GIT_USER, *map(str, args)], cwd, check)
 
 
-def copy_repo(copy: Path) -> Path:
-    """The committed tree plus working changes, without outputs, committed on branch main."""
+def copy_repo(copy: Path, profile: str = "tiny") -> Path:
+    """The committed tree plus working changes, without outputs, committed on branch main; its default
+    profile (what `dvc repro` and `dvc exp run` use) is `profile`: the tiny one keeps tests in seconds."""
     copy.mkdir(parents=True, exist_ok=True)
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, copy / name)
+    config = copy / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("- profile: smol-cpu", f"- profile: {profile}"))
+    compose_params(copy / "params.yaml", profile)
     git("init", "-q", cwd=copy)
     commit(copy, "copy")
     return copy

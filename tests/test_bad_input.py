@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, tiny_params
 from xsumtune.data import DataError, Report, load_split
 
 CORPUS = ROOT / "tests" / "fixtures" / "bad-input"
@@ -52,7 +52,7 @@ def test_unusable_file(case, message, policy):
 
 
 def preprocess(tmp_path, case, policy):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = tiny_params()
     params["data"].update(source=str(CORPUS / case), train_split="test", validation_split="test",
                           test_split="test", train_size=1, validation_size=1, test_size=None, on_bad_row=policy)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import tiny_params
 from xsumtune.config import Config, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,8 @@ def compose(tmp_path, overrides=()):
 def test_params_yaml_loads():
     config = load_config(ROOT / "params.yaml")
     assert isinstance(config, Config)
-    assert config.model.weights == "random"  # the default profile needs no download
+    # the default profile: a real pretrained model, fetched by the base_model stage from a pinned package
+    assert (config.model.weights, config.model.name, config.base.source) == ("pretrained", "models/base", "package")
 
 
 def test_params_yaml_is_the_default_composition(tmp_path):
@@ -37,7 +39,7 @@ def test_every_profile_loads(tmp_path, profile):
 
 def test_real_profile_is_the_reference_experiment(tmp_path):
     config = load_config(compose(tmp_path, ["profile=phi2"]))
-    assert (config.model.name, config.data.source) == ("microsoft/phi-2", "EdinburghNLP/xsum")
+    assert (config.base.source, config.base.name, config.model.name) == ("hub", "microsoft/phi-2", "models/base")
     assert (config.data.train_size, config.data.validation_size, config.data.test_size) == (2000, 500, None)
     assert (config.lora.r, config.lora.alpha, config.lora.dropout) == (16, 32, 0.05)
     assert config.lora.target_modules == ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
@@ -48,7 +50,7 @@ def test_real_profile_is_the_reference_experiment(tmp_path):
 
 
 def write_params(tmp_path, edit):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = tiny_params()
     edit(params)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))

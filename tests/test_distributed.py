@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, tiny_params
 from repo_copy import run
 from xsumtune.distributed import gather_in_order
 
@@ -17,7 +17,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     work = tmp_path_factory.mktemp("distributed")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = tiny_params()
     params["data"].update(train_size=24, validation_size=4, test_size=6)
     params["prompt"]["max_seq_len"] = 256
     params["train"].update(epochs=1, batch_size=2, grad_accum=1, save_steps=4, logging_steps=2, warmup_steps=2)

