@@ -14,17 +14,18 @@ FIXTURES = ROOT / "tests" / "fixtures" / "rouge-known-answers"
 SYSTEMS = {"bert_withckpt": "BERTS2S", "bert_nockpt": "TranS2S", "ptgen": "PtGen", "tconvs2s": "TConvS2S"}
 
 
-def known_answers():
-    """(prediction, gold reference, published R1/R2/RL) for each scored summary."""
+def known_answers(system=None):
+    """(prediction, gold reference, published R1/R2/RL) for each scored summary, of one system or all."""
     texts = {}
     with open(FIXTURES / "hallucination_annotations_xsum_summaries.csv", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             texts.setdefault((row["bbcid"], row["system"]), row["summary"])  # one row per annotator
     with open(FIXTURES / "eval_scores_xsum_summaries.csv", encoding="utf-8-sig") as handle:
         for row in csv.DictReader(handle):
-            system, bbcid = row["system_bbcid"].rsplit("_", 1)
-            yield texts[(bbcid, SYSTEMS[system])], texts[(bbcid, "Gold")], \
-                tuple(float(row[k]) for k in ("R1", "R2", "RL"))
+            name, bbcid = row["system_bbcid"].rsplit("_", 1)
+            if system in (None, SYSTEMS[name]):
+                yield texts[(bbcid, SYSTEMS[name])], texts[(bbcid, "Gold")], \
+                    tuple(float(row[k]) for k in ("R1", "R2", "RL"))
 
 
 def test_published_scores_are_reproduced():
@@ -35,7 +36,8 @@ def test_published_scores_are_reproduced():
         ours = score_pair(prediction, reference)
         mine = (ours["rouge1"] / 100, ours["rouge2"] / 100, ours["rougeL"] / 100)
         matched += all(abs(a - b) <= 0.005 for a, b in zip(mine, published))
-    # the rest differ because those texts carry escaping artifacts (\' in the annotations file)
+    # the rest differ by stemming: the published scores are ROUGE-1.5.5's, whose -m maps WordNet's irregular
+    # forms (been -> be) before Porter; test_rouge_perl.py reproduces all but one of them with it
     assert matched >= 1800
 
 
