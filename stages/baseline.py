@@ -3,7 +3,8 @@
     python -m stages.baseline --source data/sample --split test
 
 Prints one JSON object: ROUGE, BLEU (×100) and their bootstrap 95% intervals, scored as the evaluate
-stage scores, with evaluate.bootstrap_resamples and evaluate.bootstrap_seed from the params file.
+stage scores, with evaluate.bootstrap_resamples, evaluate.bootstrap_seed and evaluate.rouge_stemmer from the
+params file.
 """
 import json
 
@@ -27,7 +28,7 @@ def main(source, split, params):
     rows = load_split(source, split, None, config.data.on_bad_row, Report())
     summaries = [lead_1(row["document"]) for row in rows]
     references = [row["summary"] for row in rows]
-    scores = Scorer().per_example(summaries, references)
+    scores = Scorer(rouge_stemmer=evaluate.rouge_stemmer).per_example(summaries, references)
     result = corpus_scores(scores, bleu_statistics(summaries, references), evaluate.bootstrap_resamples,
                            evaluate.bootstrap_seed)
     click.echo(json.dumps({"examples": len(rows), **result}))

@@ -23,7 +23,7 @@ from xsumtune.io import write_json
 @click.option("--path", "path_in_rev", default="metrics/predictions.jsonl", show_default=True,
               help="Where a revision keeps its predictions.")
 @click.option("--params", default="params.yaml", show_default=True,
-              help="evaluate.bootstrap_resamples and evaluate.bootstrap_seed come from here.")
+              help="evaluate.bootstrap_resamples, evaluate.bootstrap_seed and evaluate.rouge_stemmer come from here.")
 @click.option("--output", help="Also write the result as JSON here.")
 @fail_cleanly
 def main(baseline, candidate, baseline_field, candidate_field, path_in_rev, params, output):
@@ -32,7 +32,7 @@ def main(baseline, candidate, baseline_field, candidate_field, path_in_rev, para
         baseline_name, baseline_pairs = read_predictions(baseline, baseline_field, path_in_rev)
         candidate_name, candidate_pairs = read_predictions(candidate, candidate_field, path_in_rev)
         result = compare_predictions(baseline_pairs, candidate_pairs, evaluate.bootstrap_resamples,
-                                     evaluate.bootstrap_seed)
+                                     evaluate.bootstrap_seed, evaluate.rouge_stemmer)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     result = {"baseline": f"{baseline_name} [{baseline_field}]", "candidate": f"{candidate_name} [{candidate_field}]",

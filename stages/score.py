@@ -1,22 +1,25 @@
 """Score existing predictions against references with the pipeline's ROUGE; no model needed.
 
 Each file is plain text (one summary per line) or jsonl (fields `prediction` / `reference`).
-Prints one JSON object: rouge1, rouge2, rougeL, rougeLsum (F1 ×100, stemmed).
+Prints one JSON object: rouge1, rouge2, rougeL, rougeLsum (F1 ×100, stemmed). --stemmer rouge155 stems as
+the Perl ROUGE-1.5.5's -m does, for numbers comparable with papers that report it.
 """
 import json
 
 import click
 
-from xsumtune.rouge import score_corpus
+from xsumtune.rouge import STEMMERS, score_corpus
 from xsumtune.scoring import read_texts
 
 
 @click.command()
 @click.option("--predictions", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--references", required=True, type=click.Path(exists=True, dir_okay=False))
-def main(predictions, references):
+@click.option("--stemmer", type=click.Choice(STEMMERS), default="porter", show_default=True,
+              help="porter: rouge-score's (Hugging Face evaluate's); rouge155: ROUGE-1.5.5's -m (most papers').")
+def main(predictions, references, stemmer):
     try:
-        rouge, _ = score_corpus(read_texts(predictions, "prediction"), read_texts(references, "reference"))
+        rouge, _ = score_corpus(read_texts(predictions, "prediction"), read_texts(references, "reference"), stemmer)
     except ValueError as error:
         raise click.ClickException(f"{predictions} vs {references}: {error}") from None
     click.echo(json.dumps(rouge))

@@ -78,6 +78,14 @@ def test_good_against_corrupted_is_a_clear_difference(tmp_path, sample):
         assert result[key]["wins"] > 0.9 * len(sample) and result[key]["losses"] == 0
 
 
+def test_comparison_scores_with_the_stemmer_asked_for():
+    reference = "A child has been finding it."
+    baseline, candidate = {"1": (reference, "Nothing in common.")}, {"1": (reference, "Children were found.")}
+    # rouge155 matches WordNet's irregular forms (children -> child, were, been -> be): 3 of 3 words, 3 of 6
+    assert compare_predictions(baseline, candidate, 10, 0, "rouge155")["rouge1"]["abs"] == pytest.approx(200 / 3)
+    assert compare_predictions(baseline, candidate, 10, 0, "porter")["rouge1"]["abs"] == 0
+
+
 def test_comparing_different_test_sets_is_refused(tmp_path, sample):
     a = predictions_file(tmp_path / "a.jsonl", sample[:10], lambda r: r["summary"])
     b = predictions_file(tmp_path / "b.jsonl", sample[5:15], lambda r: r["summary"])

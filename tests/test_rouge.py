@@ -37,17 +37,29 @@ def test_published_scores_are_reproduced():
         mine = (ours["rouge1"] / 100, ours["rouge2"] / 100, ours["rougeL"] / 100)
         matched += all(abs(a - b) <= 0.005 for a, b in zip(mine, published))
     # the rest differ by stemming: the published scores are ROUGE-1.5.5's, whose -m maps WordNet's irregular
-    # forms (been -> be) before Porter; test_rouge_perl.py reproduces all but one of them with it
+    # forms (been -> be) before Porter; the rouge155 stemmer reproduces every one (test_rouge_perl.py)
     assert matched >= 1800
 
 
 def test_equals_rouge_score_directly():
+    """The porter stemmer is rouge-score's own, as Hugging Face evaluate scores."""
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     for prediction, reference, _ in list(known_answers())[:200]:
         direct = scorer.score(reference, prediction)
-        ours = score_pair(prediction, reference)
+        ours = score_pair(prediction, reference, "porter")
         for key in ("rouge1", "rouge2", "rougeL"):
             assert ours[key] == pytest.approx(direct[key].fmeasure * 100, abs=1e-9)
+
+
+def test_rouge155_stems_as_perl_rouge_does():
+    # WordNet's irregular forms (children -> child, were and been -> be, found -> find), then Porter (finding ->
+    # find): the 3 words match 3 of the reference's 5, P = 1, R = 0.6, F1 = 75; rouge-score's Porter matches none.
+    # test_rouge_perl.py checks rouge155 against the Perl itself.
+    assert score_pair("children were found", "a child has been finding", "rouge155")["rouge1"] == pytest.approx(75.0)
+    assert score_pair("children were found", "a child has been finding", "porter")["rouge1"] == 0.0
+    assert score_pair("children were found", "a child has been finding")["rouge1"] == 0.0  # porter by default
+    with pytest.raises(ValueError, match="unknown ROUGE stemmer 'snowball'; choose from"):
+        score_pair("a", "a", "snowball")
 
 
 def test_known_values_by_hand():
@@ -85,6 +97,24 @@ def test_score_command_reproduces_known_answers(tmp_path):
     (tmp_path / "both.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     from_jsonl = run_score(tmp_path / "both.jsonl", tmp_path / "both.jsonl")
     assert json.loads(from_jsonl.stdout) == printed
+
+
+def test_score_command_stems_as_rouge155_when_asked(tmp_path):
+    """--stemmer rouge155 gives the published known answers' mean: they are ROUGE-1.5.5's."""
+    from click.testing import CliRunner
+
+    from stages.score import main
+
+    answers = list(known_answers())[:300]
+    (tmp_path / "pred.txt").write_text("".join(p + "\n" for p, _, _ in answers))
+    (tmp_path / "ref.txt").write_text("".join(r + "\n" for _, r, _ in answers))
+    # in this process: a second interpreter would spend longer importing than scoring
+    result = CliRunner().invoke(main, ["--predictions", str(tmp_path / "pred.txt"), "--references",
+                                       str(tmp_path / "ref.txt"), "--stemmer", "rouge155"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    for index, key in enumerate(("rouge1", "rouge2", "rougeL")):
+        assert printed[key] == pytest.approx(100 * sum(s[index] for _, _, s in answers) / len(answers), abs=0.01)
 
 
 def test_score_command_rejects_unpaired_files(tmp_path):

@@ -50,7 +50,7 @@ def read_predictions(source: str, field: str, path_in_rev: str) -> tuple[str, di
 
 
 def compare_predictions(baseline: dict[str, tuple[str, str]], candidate: dict[str, tuple[str, str]],
-                        resamples: int, seed: int) -> dict:
+                        resamples: int, seed: int, stemmer: str = "porter") -> dict:
     """Candidate minus baseline per ROUGE key, paired by article id; both must cover the same articles."""
     if set(baseline) != set(candidate):
         common = len(set(baseline) & set(candidate))
@@ -61,8 +61,8 @@ def compare_predictions(baseline: dict[str, tuple[str, str]], candidate: dict[st
         if baseline[id_][0] != candidate[id_][0]:
             raise ComparisonError(f"id {id_!r}: the two references differ: not the same test set")
     references = [baseline[id_][0] for id_ in ids]
-    _, baseline_scores = score_corpus([baseline[id_][1] for id_ in ids], references)
-    _, candidate_scores = score_corpus([candidate[id_][1] for id_ in ids], references)
+    _, baseline_scores = score_corpus([baseline[id_][1] for id_ in ids], references, stemmer)
+    _, candidate_scores = score_corpus([candidate[id_][1] for id_ in ids], references, stemmer)
     return {"examples": len(ids), "resamples": resamples, **{
         key: paired_comparison([s[key] for s in baseline_scores], [s[key] for s in candidate_scores],
                                resamples, seed) for key in ROUGE_KEYS}}

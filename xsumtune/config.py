@@ -114,6 +114,9 @@ class EvaluateConfig:
     bootstrap_seed: int = 0
     bertscore_model: str | None = None  # a local model directory; null skips BERTScore (reason recorded)
     bertscore_layer: int | None = None  # hidden layer whose embeddings are matched; null: the last
+    # ROUGE's stemming: porter is rouge-score's (what Hugging Face evaluate reports); rouge155 is the Perl
+    # ROUGE-1.5.5's -m (WordNet's irregular forms, then its Porter), what most papers report
+    rouge_stemmer: Literal["porter", "rouge155"] = "porter"
 
 
 @dataclass(frozen=True)

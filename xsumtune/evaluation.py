@@ -74,7 +74,7 @@ def evaluate_systems(config: EvaluateConfig, rows: list[dict],
     outputs = {name: paired_by_id(rows, g) for name, g in generated.items()}
     predictions = {name: [g.prediction for g in out] for name, out in outputs.items()}
     predictions["lead_1"] = [lead_1(document) for document in documents]
-    scorer = Scorer(config.bertscore_model, config.bertscore_layer, config.batch_size)
+    scorer = Scorer(config.bertscore_model, config.bertscore_layer, config.batch_size, config.rouge_stemmer)
     scores = {name: scorer.per_example(texts, references) for name, texts in predictions.items()}
 
     systems = {}

@@ -157,9 +157,10 @@ class Scorer:
     """Every per-example score of summaries against references; optional scores that can't run say why."""
 
     def __init__(self, bertscore_model: str | None = None, bertscore_layer: int | None = None,
-                 batch_size: int = 16):
+                 batch_size: int = 16, rouge_stemmer: str = "porter"):
         from xsumtune.bertscore import load_bertscorer
 
+        self.rouge_stemmer = rouge_stemmer
         self.wordnet, meteor_skipped = load_wordnet()
         self.bertscorer, bertscore_skipped = load_bertscorer(bertscore_model, bertscore_layer, batch_size)
         self.skipped = {name: reason for name, reason in
@@ -168,7 +169,7 @@ class Scorer:
     def per_example(self, predictions: list[str], references: list[str]) -> dict[str, np.ndarray]:
         from xsumtune.rouge import ROUGE_KEYS, score_corpus
 
-        _, rouge = score_corpus(predictions, references)
+        _, rouge = score_corpus(predictions, references, self.rouge_stemmer)
         scores = {key: np.array([s[key] for s in rouge]) for key in ROUGE_KEYS}
         if self.wordnet is not None:
             scores["meteor"] = np.array(meteor_scores(predictions, references, self.wordnet))
