@@ -21,7 +21,7 @@ PHI2 = str(ROOT / "models" / "configs" / "phi-2")
 
 
 def xsum_test_rows() -> list[dict]:
-    return load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())
+    return load_split(str(ROOT / "data" / "sample"), "test", "error", Report())
 
 
 def cycle_seeded(rows: list, count: int, seed: int = 0) -> list:

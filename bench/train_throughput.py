@@ -95,7 +95,7 @@ class CountingCollator(CompletionCollator):
 def examples(tokenizer, count: int) -> list[dict]:
     rows = []
     for split in ("validation", "test"):
-        rows += load_split(str(ROOT / "data" / "sample"), split, None, "error", Report())
+        rows += load_split(str(ROOT / "data" / "sample"), split, "error", Report())
     encoder = PromptEncoder(tokenizer, "direct")
     return [encoder.encode(r["document"], r["summary"], 1126) for r in cycle_seeded(rows, count)]
 

@@ -18,14 +18,14 @@ from xsumtune.metrics import Scorer, bleu_statistics, corpus_scores
 
 
 @click.command()
-@click.option("--source", required=True, help="A data directory or hub dataset id, as data.source.")
+@click.option("--source", required=True, help="A data directory, as data.source.")
 @click.option("--split", required=True, help="The split to score, e.g. test.")
 @click.option("--params", default="params.yaml", show_default=True)
 @fail_cleanly
 def main(source, split, params):
     config = load_config(params)
     evaluate = config.evaluate
-    rows = load_split(source, split, None, config.data.on_bad_row, Report())
+    rows = load_split(source, split, config.data.on_bad_row, Report())
     summaries = [lead_1(row["document"]) for row in rows]
     references = [row["summary"] for row in rows]
     scores = Scorer(rouge_stemmer=evaluate.rouge_stemmer).per_example(summaries, references)

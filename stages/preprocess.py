@@ -1,4 +1,5 @@
-"""Stage 1: XSum (hub or local files) → cleaned, subset, tokenized splits and their statistics."""
+"""Stage 1: XSum (local files: the sample or the download stage's snapshot) → cleaned, subset, tokenized
+splits and their statistics."""
 import click
 
 from stages import fail_cleanly

@@ -42,7 +42,7 @@ def test_paired_comparison_by_hand():
 
 @pytest.fixture(scope="module")
 def sample():
-    return load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())[:200]
+    return load_split(str(ROOT / "data" / "sample"), "test", "error", Report())[:200]
 
 
 def predictions_file(path, rows, prediction):

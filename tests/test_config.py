@@ -35,12 +35,15 @@ def test_params_yaml_is_the_default_composition(tmp_path):
 def test_every_profile_loads(tmp_path, profile):
     config = load_config(compose(tmp_path, [f"profile={profile}"]))
     assert config.prompt.template == "direct"
+    # dvc.yaml names data.source as a path: a directory in the repository or the download stage's output
+    assert (ROOT / config.data.source).is_dir() if config.download.dataset is None else config.data.source == "data/hub"
 
 
 def test_real_profile_is_the_reference_experiment(tmp_path):
     config = load_config(compose(tmp_path, ["profile=phi2"]))
     assert (config.base.source, config.base.name, config.model.name) == ("hub", "microsoft/phi-2", "models/base")
     assert (config.data.train_size, config.data.validation_size, config.data.test_size) == (2000, 500, None)
+    assert (config.download.dataset, config.data.source) == ("EdinburghNLP/xsum", "data/hub")
     assert (config.lora.r, config.lora.alpha, config.lora.dropout) == (16, 32, 0.05)
     assert config.lora.target_modules == ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
     assert (config.train.epochs, config.train.batch_size, config.train.grad_accum) == (3, 2, 8)
@@ -80,6 +83,9 @@ def write_params(tmp_path, edit):
     (lambda p: p["evaluate"].update(bertscore_model=3), "evaluate.bertscore_model: expected str or NoneType"),
     (lambda p: p["report"].update(examples=0), "report.examples: must be > 0"),
     (lambda p: p["report"].update(example=3), "unknown key report.example"),
+    (lambda p: p["data"].update(min_test_size=0), "data.min_test_size: must be > 0"),
+    (lambda p: p["data"].update(test_size=3, min_test_size=4), "data.test_size: 3 is below data.min_test_size (4)"),
+    (lambda p: p["download"].update(splits="test"), "download.splits: expected a non-empty list of strings"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     path = write_params(tmp_path, edit)

@@ -4,6 +4,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from conftest import write_jsonl
 from xsumtune.data import DataError, Report, clean_summary, clean_text, load_split, take_subsets
@@ -24,7 +25,7 @@ def test_clean_summary_is_one_line():
 
 def test_rows_load_clean_and_ids_become_strings(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", [{"id": 7, "document": " Doc  one. ", "summary": "Sum one."}, GOOD])
-    rows = load_split(str(tmp_path), "test", None, "error", Report())
+    rows = load_split(str(tmp_path), "test", "error", Report())
     assert rows == [{"id": "7", "document": "Doc one.", "summary": "Sum one."}, GOOD]
 
 
@@ -36,9 +37,9 @@ def test_empty_rows_are_counted_and_dropped(tmp_path):
         {"id": "4", "document": "Media playback is unsupported on your device", "summary": "y"},
     ])
     report = Report()
-    rows = load_split(str(tmp_path), "train", None, "error", report)
-    assert [row["id"] for row in rows] == ["1"]
-    assert report.dropped == {"empty_document": 2, "empty_summary": 1}
+    rows = load_split(str(tmp_path), "train", "error", report)
+    assert [row["id"] for row in rows] == ["1", "3"]  # an empty summary is decided per split, in preprocessing
+    assert report.dropped == {"empty_document": 2}
 
 
 BAD_ROWS = [
@@ -47,6 +48,8 @@ BAD_ROWS = [
     ('{"id": "2", "document": "d", "summary": ', "row 2: field '-': not valid JSON", "malformed"),
     ('["d", "s"]', "row 2: field '-': expected an object", "malformed"),
     (json.dumps(GOOD), "row 2: field 'id': duplicate id '1'", "duplicate_id"),
+    ('{"id": "2", "document": null, "summary": "s"}', "row 2: field 'document': null, expected a string",
+     "wrong_type"),
 ]
 
 
@@ -54,10 +57,10 @@ BAD_ROWS = [
 def test_bad_rows_error_with_file_row_field_or_are_counted(tmp_path, line, message, reason):
     path = write_jsonl(tmp_path / "test.jsonl", [GOOD, line, {**GOOD, "id": "3"}])
     with pytest.raises(DataError) as error:
-        load_split(str(tmp_path), "test", None, "error", Report())
+        load_split(str(tmp_path), "test", "error", Report())
     assert str(path) in str(error.value) and message in str(error.value)
     report = Report()
-    rows = load_split(str(tmp_path), "test", None, "drop", report)
+    rows = load_split(str(tmp_path), "test", "drop", report)
     assert [row["id"] for row in rows] == ["1", "3"]
     assert report.dropped == {reason: 1}
 
@@ -66,21 +69,21 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
     path = tmp_path / "test.jsonl"
     path.write_bytes(json.dumps(GOOD).encode() + b'\n{"id": "2", "document": "caf\xe9", "summary": "s"}\n')
     with pytest.raises(DataError, match=r"test.jsonl: row 2: .*not UTF-8: byte 0xe9"):
-        load_split(str(tmp_path), "test", None, "error", Report())
+        load_split(str(tmp_path), "test", "error", Report())
     report = Report()
-    assert len(load_split(str(tmp_path), "test", None, "drop", report)) == 1
+    assert len(load_split(str(tmp_path), "test", "drop", report)) == 1
     assert report.dropped == {"not_utf8": 1}
 
 
 def test_empty_file_is_an_error(tmp_path):
     (tmp_path / "test.jsonl").write_text("")
     with pytest.raises(DataError, match="test.jsonl: no usable rows"):
-        load_split(str(tmp_path), "test", None, "error", Report())
+        load_split(str(tmp_path), "test", "error", Report())
 
 
 def test_missing_split_file_is_named(tmp_path):
     with pytest.raises(DataError, match="no file for split 'test'"):
-        load_split(str(tmp_path), "test", None, "error", Report())
+        load_split(str(tmp_path), "test", "error", Report())
 
 
 def test_csv_and_parquet_load_the_same_rows(tmp_path):
@@ -91,14 +94,23 @@ def test_csv_and_parquet_load_the_same_rows(tmp_path):
         writer = csv.DictWriter(handle, fieldnames=["id", "document", "summary"])
         writer.writeheader(), writer.writerows(rows)
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "b" / "test.parquet")
-    assert load_split(str(tmp_path / "a"), "test", None, "error", Report()) == rows
-    assert load_split(str(tmp_path / "b"), "test", None, "error", Report()) == rows
+    assert load_split(str(tmp_path / "a"), "test", "error", Report()) == rows
+    assert load_split(str(tmp_path / "b"), "test", "error", Report()) == rows
+
+
+def test_a_csv_row_with_too_few_fields_is_named(tmp_path):
+    (tmp_path / "test.csv").write_text("id,document,summary\n1,A short article.,A summary.\n2,only a document\n")
+    with pytest.raises(DataError, match=r"test.csv: row 3: field '-': 2 fields where the header has 3"):
+        load_split(str(tmp_path), "test", "error", Report())
+    report = Report()
+    assert [row["id"] for row in load_split(str(tmp_path), "test", "drop", report)] == ["1"]
+    assert report.dropped == {"malformed": 1}
 
 
 def test_parquet_with_wrong_schema_is_named(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"id": "1", "text": "d", "summary": "s"}]), tmp_path / "test.parquet")
     with pytest.raises(DataError, match="test.parquet: schema: field 'document' missing"):
-        load_split(str(tmp_path), "test", None, "error", Report())
+        load_split(str(tmp_path), "test", "error", Report())
 
 
 def test_subsets_are_seeded_and_disjoint_within_a_source():
@@ -110,6 +122,80 @@ def test_subsets_are_seeded_and_disjoint_within_a_source():
     assert first == again and first != other
     assert (len(first["train"]), len(first["validation"]), len(first["test"])) == (12, 5, 3)
     assert not {r["id"] for r in first["train"]} & {r["id"] for r in first["validation"]}
+
+
+def test_subsets_pass_over_refused_rows_and_keep_their_size():
+    source = [{"id": str(i)} for i in range(20)]
+    wanted = {"train": ("validation", 6), "test": ("validation", None)}
+    odd = lambda split, row: split == "test" or int(row["id"]) % 2 == 0  # noqa: E731
+    subsets = take_subsets({"validation": source}, wanted, seed=1, keep=odd)
+    assert len(subsets["train"]) == 6 and all(int(row["id"]) % 2 == 0 for row in subsets["train"])
+    # the test split takes every row train didn't draw, refused ones included
+    taken = subsets["train"] + subsets["test"]
+    assert len(taken) < 20 and len({row["id"] for row in taken}) == len(taken)
+
+
+def prepare(tmp_path, tokenizer, validation, test, **data):
+    from conftest import tiny_params
+    from xsumtune.config import load_config
+    from xsumtune.preprocessing import prepare_splits
+
+    write_jsonl(tmp_path / "validation.jsonl", validation)
+    write_jsonl(tmp_path / "test.jsonl", test)
+    params = tiny_params()
+    params["prompt"]["max_seq_len"] = 48
+    params["evaluate"]["max_new_tokens"] = 8
+    params["data"].update({"source": str(tmp_path), "train_split": "validation", "validation_split": "validation",
+                           "test_split": "test", "train_size": 3, "validation_size": 2, "test_size": None,
+                           "min_test_size": 1, **data})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return prepare_splits(load_config(tmp_path / "params.yaml"), tokenizer)
+
+
+def article(i: int, **fields) -> dict:
+    return {"id": str(i), "document": f"Article {i}: the council met on Monday and agreed a plan for the town.",
+            "summary": f"Council agrees plan {i}.", **fields}
+
+
+LONG_SUMMARY = "The council met on Monday evening and after a long debate agreed a plan " * 6  # > 48 tokens
+LONG_DOCUMENT = LONG_SUMMARY * 2  # longer than that summary: only its length in tokens is the problem
+TOO_LONG = {"document": LONG_DOCUMENT, "summary": LONG_SUMMARY}
+STUB = "A stub."  # shorter than its summary
+
+
+def test_the_test_split_keeps_every_article_whatever_its_reference(tmp_path, tokenizer):
+    validation = [article(i) for i in range(1, 6)] + [article(6, document=STUB), article(7, **TOO_LONG),
+                                                      article(8, summary=" ")]
+    test = [article(10), article(11, document=STUB), article(12, **TOO_LONG)]
+    splits, stats = prepare(tmp_path, tokenizer, validation, test, on_bad_row="drop", validation_size=None)
+    assert sorted(row["id"] for row in splits["test"]) == ["10", "11", "12"]
+    assert {row["id"] for row in splits["train"] + splits["validation"]} == {"1", "2", "3", "4", "5"}
+    assert {k: v for k, v in stats["dropped"].items() if v} == {
+        "summary_longer_than_document": 1, "summary_too_long": 1, "empty_summary": 1}
+    # a test row is the generation prompt alone: it never holds the summary, so a long one can't break it
+    from xsumtune.tokenization import PromptEncoder
+    encoder = PromptEncoder(tokenizer, "direct")
+    for row in splits["test"]:
+        assert "labels" not in row and (row["input_ids"], row["truncated"]) == \
+            tuple(encoder.encode_prompt(row["document"], 48))
+        assert row["prompt_length"] == len(row["input_ids"]) <= 48
+
+
+def test_a_summary_too_long_to_train_on_stops_only_outside_the_test_split(tmp_path, tokenizer):
+    validation = [article(i) for i in range(1, 6)] + [article(7, **TOO_LONG)]
+    with pytest.raises(DataError, match=r"\[validation\]: id 7: field 'summary': leaves no room for the article"):
+        prepare(tmp_path, tokenizer, validation, [article(10)], train_size=None)
+    splits, _ = prepare(tmp_path, tokenizer, validation[:5], [article(10), article(12, **TOO_LONG)])
+    assert len(splits["test"]) == 2
+
+
+def test_an_empty_test_reference_is_a_malformed_row(tmp_path, tokenizer):
+    validation = [article(i) for i in range(1, 6)]
+    with pytest.raises(DataError, match=r"\[test\]: id 11: field 'summary': empty, so the test article can't"):
+        prepare(tmp_path, tokenizer, validation, [article(10), article(11, summary="")])
+    splits, stats = prepare(tmp_path, tokenizer, validation, [article(10), article(11, summary="")],
+                            on_bad_row="drop")
+    assert [row["id"] for row in splits["test"]] == ["10"] and stats["dropped"]["empty_summary"] == 1
 
 
 def test_split_statistics_on_known_rows():

@@ -12,7 +12,7 @@ from xsumtune.generation import Generated
 
 @pytest.fixture(scope="module")
 def rows():
-    return load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())[:30]
+    return load_split(str(ROOT / "data" / "sample"), "test", "error", Report())[:30]
 
 
 def test_decoding_options_pass_only_what_the_mode_uses():

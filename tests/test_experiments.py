@@ -66,7 +66,7 @@ def test_every_stage_records_revisions_versions_and_device(swept):
     for experiment in experiments.values():
         for stage in ("preprocess", "train", "evaluate"):
             record = json.loads(git("show", f"{experiment['rev']}:metrics/run/{stage}.json", cwd=repo).stdout)
-            assert record["data"] == {"source": "data/sample", "revision": None}
+            assert record["data"] == {"source": "data/sample", "dataset": None, "revision": None}
             assert record["tokenizer"]["revision"] is None
             assert ("model" in record) == (stage != "preprocess")
             for library in ("torch", "transformers", "peft", "datasets", "dvc", "bitsandbytes"):

@@ -14,7 +14,7 @@ from conftest import ROOT
 
 @pytest.fixture(scope="module")
 def prompts(tokenizer):
-    rows = load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())[:12]
+    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())[:12]
     encoder = PromptEncoder(tokenizer, "direct")
     # lengths from ~30 to 300 tokens, so batches carry real left padding
     return [{"id": row["id"], "prompt_ids": encoder.encode_prompt(row["document"], 30 + 25 * i)[0]}

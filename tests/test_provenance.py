@@ -6,15 +6,16 @@ from types import SimpleNamespace
 import torch
 
 from xsumtune import provenance
-from xsumtune.config import Config, DataConfig, ModelConfig
+from xsumtune.config import Config, DataConfig, DownloadConfig, ModelConfig
 
 
 def test_record_names_revisions_versions_python_and_device():
-    config = Config(data=DataConfig(source="EdinburghNLP/xsum", revision="a" * 40),
+    config = Config(download=DownloadConfig(dataset="EdinburghNLP/xsum", revision="a" * 40),
+                    data=DataConfig(source="data/hub"),
                     model=ModelConfig(name="microsoft/phi-2", revision="b" * 40, tokenizer="microsoft/phi-2"))
     model = SimpleNamespace(config=SimpleNamespace(_commit_hash="c" * 40))
     record = provenance.describe_run(config, model)
-    assert record["data"] == {"source": "EdinburghNLP/xsum", "revision": "a" * 40}
+    assert record["data"] == {"source": "data/hub", "dataset": "EdinburghNLP/xsum", "revision": "a" * 40}
     assert record["tokenizer"] == {"name": "microsoft/phi-2", "revision": "b" * 40}
     assert record["model"] == {"name": "microsoft/phi-2", "revision": "b" * 40, "weights": "pretrained",
                                "loaded_commit": "c" * 40}

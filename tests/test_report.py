@@ -8,7 +8,7 @@ from xsumtune.report import length_histogram, pick_examples, render, rouge_by_sy
 
 
 def evaluation():
-    rows = load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())[:12]
+    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())[:12]
     # half the articles get their own reference, half a wrong one: clear best and worst examples
     predictions = [row["summary"] if i % 2 else "Nothing to do with it." for i, row in enumerate(rows)]
     generated = {"fine_tuned": [Generated(r["id"], p, 10, False) for r, p in zip(rows, predictions)],

@@ -32,9 +32,17 @@ class BaseConfig:
 
 
 @dataclass(frozen=True)
+class DownloadConfig:
+    """What the download stage snapshots into data/hub: a hub dataset at a pinned revision, or nothing."""
+    dataset: str | None = None  # a hub dataset id or a local dataset directory (datasets.load_dataset); null: none
+    revision: str | None = None  # hub commit; null takes the newest and records its commit
+    splits: tuple[str, ...] = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: str = "data/sample"  # a local directory of <split>.{jsonl,parquet,csv}, or a hub dataset id
-    revision: str | None = None  # hub commit to pin; ignored for local sources
+    source: str = "data/sample"  # a local directory of <split>.{jsonl,parquet,csv}; data/hub: the download stage's
+    seed: int = 42  # picks the subsets; apart from the training seed, so seeds can vary on fixed data
     train_split: str = "train"
     validation_split: str = "validation"
     test_split: str = "test"
@@ -42,6 +50,7 @@ class DataConfig:
     validation_size: int | None = 500
     test_size: int | None = None
     on_bad_row: Literal["error", "drop"] = "error"  # malformed rows: stop with the row named, or count and drop
+    min_test_size: int = 10  # fewer test articles stop preprocess: a score on a handful says little
 
 
 @dataclass(frozen=True)
@@ -128,8 +137,9 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = 42
+    seed: int = 42  # training: LoRA init, data order, random weights; data.seed picks the data
     base: BaseConfig = field(default_factory=BaseConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -188,6 +198,12 @@ def validate(config: Config, path: Path) -> None:
         value = getattr(config.data, key)
         if value is not None and value <= 0:
             fail(f"data.{key}", f"must be > 0 or null, got {value}")
+    data = config.data
+    if data.min_test_size <= 0:
+        fail("data.min_test_size", f"must be > 0, got {data.min_test_size}")
+    if data.test_size is not None and data.test_size < data.min_test_size:
+        fail("data.test_size", f"{data.test_size} is below data.min_test_size ({data.min_test_size}): a score on "
+             "so few articles says little; take more or lower data.min_test_size")
     if config.train.save_steps % config.train.logging_steps:
         fail("train.save_steps", f"{config.train.save_steps} must be a multiple of train.logging_steps "
              f"({config.train.logging_steps}), so a resumed run logs the same loss curve")

@@ -1,4 +1,4 @@
-"""Load XSum from the hub or local files, check every row, clean the text and take seeded subsets."""
+"""Load XSum from local files, check every row, clean the text and take seeded subsets."""
 from __future__ import annotations
 
 import csv
@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 FIELDS = ("id", "document", "summary")
 LOCAL_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
@@ -19,6 +20,7 @@ BOILERPLATE = re.compile(
     r"|copy this link|these are external links and will open in a new window)$",
     re.IGNORECASE,
 )
+BOM = b"\xef\xbb\xbf"  # some editors start a UTF-8 file with it; json.loads refuses it
 INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 
@@ -45,18 +47,17 @@ def clean_summary(text: str) -> str:
     return clean_text(text).replace("\n", " ")
 
 
-def load_split(source: str, split: str, revision: str | None, on_bad_row: str, report: Report) -> list[dict]:
-    """Rows {id, document, summary} of one split, cleaned; bad rows raise DataError or are counted."""
-    local = Path(source)
-    if local.is_dir():
-        path = _local_split_file(local, split)
-        raw_rows = _read_local(path)
-    elif local.exists():
-        raise DataError(f"{source}: expected a directory of <split>.jsonl/.parquet/.csv files or a hub id")
-    else:
-        path, raw_rows = f"{source}[{split}]", _read_hub(source, split, revision)
-    rows, seen = [], set()
-    for row_number, raw in raw_rows:
+def load_split(source: str, split: str, on_bad_row: str, report: Report) -> list[dict]:
+    """Rows {id, document, summary} of one split of a local directory, cleaned; bad rows raise DataError or are
+    counted. Only rows without a usable document are dropped here: whether a reference is usable depends on
+    the split it goes to (preprocessing decides; the test split keeps every article)."""
+    directory = Path(source)
+    if not directory.is_dir():
+        raise DataError(f"data.source: {source} is not a directory of <split>.jsonl/.parquet/.csv files "
+                        "(a hub dataset goes through the download stage: download.dataset, then data.source: data/hub)")
+    path = _local_split_file(directory, split)
+    rows, seen, dropped = [], set(), Counter()
+    for row_number, raw in _read_local(path):
         try:
             row = _check_row(raw)
             if row["id"] in seen:
@@ -65,28 +66,27 @@ def load_split(source: str, split: str, revision: str | None, on_bad_row: str, r
             if on_bad_row == "error":
                 raise DataError(f"{path}: row {row_number}: field {bad.field!r}: {bad.message} "
                                 f"(set data.on_bad_row: drop to count and drop such rows)") from None
-            report.dropped[bad.reason] += 1
+            dropped[bad.reason] += 1
             continue
         seen.add(row["id"])
         row["document"], row["summary"] = clean_text(row["document"]), clean_summary(row["summary"])
-        if not row["document"]:
-            report.dropped["empty_document"] += 1
-        elif not row["summary"]:
-            report.dropped["empty_summary"] += 1
-        elif len(row["summary"].split()) > len(row["document"].split()):
-            report.dropped["summary_longer_than_document"] += 1  # a stub article: nothing to summarise
-        else:
+        if row["document"]:
             rows.append(row)
-    if not rows:
-        raise DataError(f"{path}: no usable rows (dropped: {dict(report.dropped) or 'none; the file is empty'})")
+        else:
+            dropped["empty_document"] += 1
+    report.dropped.update(dropped)
+    if not rows:  # this file's own drops: the report also holds the other splits'
+        raise DataError(f"{path}: no usable rows (dropped: {dict(dropped) or 'none; the file is empty'})")
     return rows
 
 
 def take_subsets(rows_by_source: dict[str, list[dict]], wanted: dict[str, tuple[str, int | None]],
-                 seed: int) -> dict[str, list[dict]]:
+                 seed: int, keep: Callable[[str, dict], bool] = lambda split, row: True) -> dict[str, list[dict]]:
     """Seeded subsets; splits drawn from the same source split never share a row.
 
-    wanted maps an output split to (source split, size or None for the rest of it).
+    wanted maps an output split to (source split, size or None for the rest of it). keep(split, row) says
+    whether a drawn row may go to that split; a row it refuses is passed over (the caller counts it), so a
+    subset still has its size when the source has enough rows.
     """
     subsets, offsets = {}, Counter()
     orders = {}
@@ -96,10 +96,14 @@ def take_subsets(rows_by_source: dict[str, list[dict]], wanted: dict[str, tuple[
             orders[source_split] = list(range(len(rows)))
             random.Random(seed).shuffle(orders[source_split])
         order = orders[source_split]
-        start = offsets[source_split]
-        stop = len(order) if size is None else min(start + size, len(order))
-        subsets[name] = [rows[i] for i in order[start:stop]]
-        offsets[source_split] = stop
+        start = position = offsets[source_split]
+        subsets[name] = []
+        while position < len(order) and (size is None or len(subsets[name]) < size):
+            row = rows[order[position]]
+            position += 1
+            if keep(name, row):
+                subsets[name].append(row)
+        offsets[source_split] = position
         if not subsets[name]:
             raise DataError(f"split {name!r}: no rows left in source split {source_split!r} "
                             f"({len(rows)} rows, {start} already taken by other splits)")
@@ -119,9 +123,11 @@ def _check_row(raw) -> dict:
         raise _BadRow("malformed", "-", f"expected an object with fields {FIELDS}, got {type(raw).__name__}")
     row = {}
     for name in FIELDS:
-        if name not in raw or raw[name] is None:
+        if name not in raw:
             raise _BadRow("missing_field", name, "missing")
         value = raw[name]
+        if value is None:
+            raise _BadRow("wrong_type", name, "null, expected a string")
         if name == "id" and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # XSum ids are BBC article numbers; some copies store them as integers
         if not isinstance(value, str):
@@ -143,7 +149,7 @@ def _read_local(path: Path):
     if path.suffix == ".parquet":
         yield from _read_parquet(path)
         return
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(BOM)
     if path.suffix == ".csv":
         yield from _read_csv(path, data)
         return
@@ -162,18 +168,47 @@ def _read_local(path: Path):
 
 
 def _read_csv(path: Path, data: bytes):
+    """Rows are numbered as spreadsheets do, the header being row 1. A quoting error can't be skipped: where
+    the broken row ends is unknown (an unclosed quote runs to the end of the file), so it stops the load."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise DataError(f"{path}: line {line}: not UTF-8: byte 0x{data[error.start]:02x}; "
                         "a CSV file must be UTF-8 throughout") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [name for name in FIELDS if name not in (reader.fieldnames or [])]
-    if missing and reader.fieldnames:
-        raise DataError(f"{path}: header: field {missing[0]!r} missing (header has {reader.fieldnames})")
-    for number, row in enumerate(reader, start=2):
-        yield number, row
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header, number = None, 0
+    while True:
+        line = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise DataError(f"{path}: row {number + 1} (line {line}): {_csv_problem(text, line, header, error)}; "
+                            "a quoting error can't be dropped, fix the file") from None
+        if not values:
+            continue  # a blank line
+        number += 1
+        if header is None:
+            header = values
+            missing = [name for name in FIELDS if name not in header]
+            if missing:
+                raise DataError(f"{path}: header: field {missing[0]!r} missing (header has {header})")
+        elif len(values) != len(header):
+            yield number, _BadRow("malformed", "-", f"{len(values)} fields where the header has {len(header)}")
+        else:
+            yield number, dict(zip(header, values))
+
+
+def _csv_problem(text: str, line: int, header: list[str] | None, error: csv.Error) -> str:
+    if "unexpected end of data" not in str(error):
+        return f"field '-': not valid CSV: {error}"
+    # Read leniently from the row's first line, the unclosed field is the last one the row got.
+    rest = "".join(io.StringIO(text, newline="").readlines()[line - 1:])
+    fields = next(csv.reader(io.StringIO(rest, newline="")))
+    name = header[len(fields) - 1] if header and len(fields) <= len(header) else "-"
+    return f"field {name!r}: unbalanced quote: the quoted field opened here never closes"
 
 
 def _read_parquet(path: Path):
@@ -192,16 +227,4 @@ def _read_parquet(path: Path):
                 or (name == "id" and pa.types.is_integer(kind))):
             raise DataError(f"{path}: schema: field {name!r} has type {kind}, expected string")
     for number, row in enumerate(table.select(list(FIELDS)).to_pylist(), start=1):
-        yield number, row
-
-
-def _read_hub(source: str, split: str, revision: str | None):
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(source, split=split, revision=revision)
-    except Exception as error:  # the hub client raises many types; all mean "can't get it"
-        raise DataError(f"{source}: cannot load split {split!r} (revision {revision}): "
-                        f"{type(error).__name__}: {error}") from None
-    for number, row in enumerate(dataset, start=1):
         yield number, row

@@ -49,10 +49,18 @@ class PromptEncoder:
             raise ValueError(f"no room for the article: {budget} tokens < template's {len(self.head) + len(self.tail)}")
         return self.head + article_ids[:room] + self.tail, len(article_ids) > room
 
+    def summary_ids(self, summary: str) -> list[int]:
+        """The target: the template's summary prefix, the summary and eos."""
+        return self._ids(self.parts.summary_prefix + summary) + [self.eos]
+
+    def summary_fits(self, summary: str, max_seq_len: int) -> bool:
+        """Whether the summary leaves room for at least one article token within max_seq_len."""
+        return max_seq_len - len(self.summary_ids(summary)) - len(self.head) - len(self.tail) > 0
+
     def encode(self, document: str, summary: str, max_seq_len: int) -> dict:
         """Training example: prompt + summary + eos ≤ max_seq_len; labels are IGNORE_INDEX on the prompt."""
         article_ids = self._ids(document)
-        summary_ids = self._ids(self.parts.summary_prefix + summary) + [self.eos]
+        summary_ids = self.summary_ids(summary)
         prompt_ids, truncated = self.prompt(article_ids, max_seq_len - len(summary_ids))
         return {
             "input_ids": prompt_ids + summary_ids,
