@@ -1,12 +1,14 @@
 """Sweeps through DVC's queue on the shrunk default profile; comparing, provenance, and fetching one
 experiment's adapter from a remote into a fresh clone to evaluate it."""
 import json
+import statistics
+import sys
 import time
 from importlib import metadata
 
 import pytest
 
-from repo_copy import SHRINK, commit, copy_repo, differing_files, dvc, git
+from repo_copy import SHRINK, commit, copy_repo, differing_files, dvc, git, run
 
 LRS = (1.0e-3, 5.0e-3)
 
@@ -59,6 +61,16 @@ def test_two_point_sweep_runs_through_the_queue(swept):
         assert {"rouge1", "rougeL"} <= set(metrics["metrics/evaluate.json"]["data"])
         assert metrics["metrics/evaluate.json"]["data"]["generation"]["total"] == SHRINK["data.test_size"]
         assert metrics["metrics/train/metrics.json"]["data"]["train_examples"] == SHRINK["data.train_size"]
+
+
+def test_the_spread_over_real_experiments_names_what_else_differs(swept):
+    repo, _, _, experiments = swept
+    result = run([sys.executable, "-m", "stages.seeds", *experiments], repo)
+    spread = json.loads(result.stdout)
+    rouge1 = [e["data"]["metrics"]["metrics/evaluate.json"]["data"]["rouge1"] for e in experiments.values()]
+    assert spread["rouge1"]["mean"] == round(statistics.fmean(rouge1), 4)
+    assert (spread["rouge1"]["min"], spread["rouge1"]["max"]) == (min(rouge1), max(rouge1))
+    assert spread["differing_params"] == ["train.lr"]  # a learning-rate sweep: not seed variance
 
 
 def test_every_stage_records_revisions_versions_and_device(swept):
