@@ -27,7 +27,7 @@ def timed(model, tokenizer, prompts, new_tokens, **options):
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     results = generate_summaries(model, tokenizer, prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                 **options)
+                                 stop_at_line_end=False, **options)  # exactly new_tokens, newlines or not
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return results, {
@@ -103,7 +103,8 @@ def main():
                              max_new_tokens=args.new_tokens, sort_by_length=True)[len(prompts) // 1000]
         profile_table(lambda: generate_summaries(
             merged, tokenizer, [prompts[i] for i in batch], batch_size=args.batch_cap, max_new_tokens=args.new_tokens,
-            min_new_tokens=args.new_tokens, cache_implementation="static", disable_compile=True),
+            min_new_tokens=args.new_tokens, stop_at_line_end=False, cache_implementation="static",
+            disable_compile=True),
             f"{args.out_dir}/generate_static_{budget}_profile.txt")
     table, plain = [], None
     variants = args.variants.split(",")

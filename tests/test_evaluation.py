@@ -38,13 +38,16 @@ def test_generations_in_any_order_stay_with_their_article(rows):
 
 def test_every_system_gets_the_same_figures_and_gains_over_each_baseline(rows):
     fine_tuned = [Generated(r["id"], r["summary"], 20, False) for r in rows]
-    zero_shot = [Generated(r["id"], r["document"][:200], 60, True) for r in rows]
+    zero_shot = [Generated(r["id"], r["document"][:200], 60, True, leading_newline=i % 2 == 0)
+                 for i, r in enumerate(rows)]
     metrics, records = evaluate_systems(EvaluateConfig(bootstrap_resamples=100), rows,
                                         {"fine_tuned": fine_tuned, "zero_shot": zero_shot})
     for system in (metrics, metrics["zero_shot"], metrics["lead_1"]):
         assert {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "ci95", "summary", "bugs"} <= set(system)
         assert system["ci95"]["rougeL"]["low"] <= system["rougeL"] <= system["ci95"]["rougeL"]["high"]
     assert metrics["zero_shot"]["bugs"]["cut_by_cap"] == 1.0 and "cut_by_cap" not in metrics["lead_1"]["bugs"]
+    assert metrics["zero_shot"]["bugs"]["leading_newline"] == 0.5 and metrics["bugs"]["leading_newline"] == 0.0
+    assert "leading_newline" not in metrics["lead_1"]["bugs"]
     assert metrics["lead_1"]["bugs"]["copied_from_article"] == 1.0
     for baseline in ("zero_shot", "lead_1"):
         gain = metrics[f"gain_over_{baseline}"]["rouge1"]

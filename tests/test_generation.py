@@ -4,7 +4,8 @@ import random
 import pytest
 import torch
 
-from xsumtune.generation import decode_new_tokens, generate_summaries, left_pad, plan_batches
+from xsumtune.generation import (LineEnd, decode_new_tokens, first_line_with_text, generate_batch, generate_summaries,
+                                 left_pad, line_ended, line_tokens, plan_batches)
 from xsumtune.modeling import apply_lora, load_base_model
 from xsumtune.config import LoraConfig
 from xsumtune.data import Report, load_split
@@ -66,11 +67,50 @@ def test_failed_article_is_recorded_not_dropped(model, tokenizer, prompts):
     assert all(g.error is None for g in results[:3])
 
 
-def test_decode_stops_at_eos_and_first_newline(tokenizer):
+def test_decode_keeps_the_first_line_with_text_before_eos(tokenizer):
     eos = tokenizer.eos_token_id
-    ids = tokenizer(" A council met.\nMore text", add_special_tokens=False)["input_ids"]
-    assert decode_new_tokens(tokenizer, ids + [eos, 99], eos, 60) == ("A council met.", len(ids), False)
-    assert decode_new_tokens(tokenizer, ids, eos, len(ids)) == ("A council met.", len(ids), True)
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    line = ids(" A council met.\nMore text")
+    assert decode_new_tokens(tokenizer, line + [eos, 99], eos, 60) == ("A council met.", len(line), False, False)
+    # the line ended before the cap: complete, not cut by it
+    assert decode_new_tokens(tokenizer, line, eos, len(line)) == ("A council met.", len(line), False, False)
+    cut = ids(" A council met")
+    assert decode_new_tokens(tokenizer, cut, eos, len(cut)) == ("A council met", len(cut), True, False)
+    # an instruct model's answer to `Summary:`: a line break first, the summary after it
+    late = ids("\n \n A council met.\nMore text")
+    assert decode_new_tokens(tokenizer, late + [eos], eos, 60) == ("A council met.", len(late), False, True)
+    blank = ids("\n\n  \n")
+    assert decode_new_tokens(tokenizer, blank, eos, len(blank)) == ("", len(blank), True, True)
+    assert first_line_with_text(" \n\t\nFirst.\nSecond.") == "First." and first_line_with_text(" \n ") == ""
+
+
+@pytest.mark.parametrize("tokenizer_dir", ["phi-2", "smollm2"])
+def test_line_end_stops_each_row_at_the_newline_after_its_first_text(tokenizer_dir):
+    """Fed token by token, LineEnd fires first exactly where the decoded text first has a finished line."""
+    from conftest import ROOT
+    from xsumtune.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(str(ROOT / "models" / "tokenizers" / tokenizer_dir))
+    texts = ["\n\nA council met.\nMore text.\n\n", "A council met.\n\nMore", " \n  \n\tStorms hit.\n", "No newline at all",
+             "\n\n\n", "Ends. \n", "x\ny"]
+    rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    width = max(map(len, rows))
+    pad = tokenizer.eos_token_id
+    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
+    prompt = torch.full((len(rows), 3), pad)  # what generate passes: the prompt, then each new token
+    criterion = LineEnd(line_tokens(tokenizer), torch.device("cpu"))
+    first_stop = [None] * len(rows)
+    for step in range(width):
+        done = criterion(torch.cat([prompt, ids[:, :step + 1]], dim=1), None)
+        for row in range(len(rows)):
+            if done[row] and first_stop[row] is None:
+                first_stop[row] = step
+    expected = [next((k for k in range(len(row)) if line_ended(tokenizer.decode(row[:k + 1]))), None) for row in rows]
+    assert first_stop == expected
+    assert None in expected and sum(stop is not None for stop in expected) >= 5  # both kinds of row are here
 
 
 @pytest.mark.parametrize("budget", [None, 700, 2000])
@@ -116,3 +156,126 @@ def test_generation_stops_once_every_sequence_has_ended(tokenizer):
         [[tokenizer.eos_token_id]] * 2  # one step, not 60
     results = generate_summaries(base, tokenizer, prompts, batch_size=2, max_new_tokens=60)
     assert [(g.prediction, g.tokens, g.stopped_by_cap) for g in results] == [("", 0, False)] * 2
+
+
+class ForceTokens:
+    """A logits processor that forces chosen tokens at chosen steps of each prompt's generation; the model
+    picks the rest. Prompts are told apart by their first token, so batching and order can't mix them up."""
+
+    def __init__(self, prompts: list[list[int]], schedules: list[dict[int, int]], pad: int):
+        self.by_first = {p[0]: (len(p), schedule) for p, schedule in zip(prompts, schedules, strict=True)}
+        self.pad = pad
+
+    def __call__(self, input_ids, scores):
+        for row, ids in enumerate(input_ids.tolist()):
+            start = next(i for i, token in enumerate(ids) if token != self.pad)  # left padding ends here
+            length, schedule = self.by_first[ids[start]]
+            token = schedule.get(len(ids) - start - length)
+            if token is not None:
+                scores[row] = float("-inf")
+                scores[row, token] = 0.0
+        return scores
+
+
+@pytest.fixture(scope="module")
+def newline_cases(tokenizer, prompts):
+    """Six prompts whose generations end their first line at known steps: model text, then newlines where
+    the schedule puts them. max_new_tokens 10."""
+    from transformers import LogitsProcessorList
+
+    newline, space, eos = 198, 220, tokenizer.eos_token_id
+    assert tokenizer.decode([newline]) == "\n" and tokenizer.decode([space]) == " "
+    schedules = [
+        {},                                             # no newline: runs to the cap
+        {3: newline},                                   # three tokens of text, then the line ends
+        {0: newline, 1: newline, 4: newline},           # blank lines first, text, then the line ends
+        {step: newline for step in range(10)},          # nothing but newlines: cut by the cap, empty
+        {2: eos},                                       # ends by eos before any newline
+        {0: space, 1: newline, 5: newline, 6: newline},  # a whitespace-only first line
+    ]
+    # each prompt's end (the template's tail), of several lengths: batches carry left padding
+    cases = [{"id": f"case-{i}", "prompt_ids": [1000 + i] + p["prompt_ids"][-(8 + 6 * i):]}
+             for i, p in enumerate(prompts[:6])]
+    force = ForceTokens([c["prompt_ids"] for c in cases], schedules, eos)
+    return cases, LogitsProcessorList([force])
+
+
+def test_stopping_at_the_line_end_equals_generating_to_the_cap_and_cutting(model, tokenizer, newline_cases):
+    cases, force = newline_cases
+    options = dict(max_new_tokens=10, logits_processor=force)
+    to_cap = generate_summaries(model, tokenizer, cases, batch_size=3, stop_at_line_end=False, **options)
+    batched = generate_summaries(model, tokenizer, cases, batch_size=3, **options)
+    single = generate_summaries(model, tokenizer, cases, batch_size=1, **options)
+    static = generate_summaries(model, tokenizer, cases, batch_size=6, token_budget=100, sort_by_length=True,
+                                cache_implementation="static", **options)
+    assert batched == single == static
+    assert [g.prediction for g in batched] == [g.prediction for g in to_cap]
+    assert [g.leading_newline for g in batched] == [g.leading_newline for g in to_cap] == \
+        [False, False, True, True, False, True]
+    for stopped, full in zip(batched, to_cap):
+        # token for token up to the stop, which is the first token that finishes a line with text
+        assert stopped.token_ids == full.token_ids[:stopped.tokens]
+        if stopped.tokens < full.tokens:
+            assert line_ended(tokenizer.decode(stopped.token_ids))
+            assert not line_ended(tokenizer.decode(stopped.token_ids[:-1]))
+    assert [g.tokens for g in batched] == [10, 4, 5, 10, 2, 6]
+    assert [g.stopped_by_cap for g in batched] == [True, False, False, True, False, False]
+    assert [g.stopped_by_cap for g in to_cap] == [True, False, False, True, False, False]
+    assert all(g.prediction for i, g in enumerate(batched) if i != 3) and batched[3].prediction == ""
+    assert sum(g.tokens for g in batched) < sum(g.tokens for g in to_cap)
+
+
+def test_a_batch_stops_once_every_row_has_ended_its_line(model, tokenizer, newline_cases):
+    cases, force = newline_cases
+    prompts = [cases[i]["prompt_ids"] for i in (1, 2, 5)]  # lines end after 4, 5 and 6 tokens
+    assert [len(out) for out in generate_batch(model, tokenizer, prompts, max_new_tokens=10,
+                                               logits_processor=force)] == [6] * 3
+    assert [len(out) for out in generate_batch(model, tokenizer, prompts, max_new_tokens=10, logits_processor=force,
+                                               stop_at_line_end=False)] == [10] * 3
+
+
+def test_static_cache_is_sized_to_each_batch(model, tokenizer, prompts):
+    """generate alone would size every cache to the longest it has made on this model (the first batch's)."""
+    caches = []
+
+    def record(module, args, kwargs, output):
+        cache = kwargs.get("past_key_values")
+        if cache is not None and not any(cache is seen for seen in caches):
+            caches.append(cache)
+
+    handle = model.get_base_model().register_forward_hook(record, with_kwargs=True)
+    try:  # outputs equal the dynamic cache's: test_fast_path_equals_plain_path_token_for_token
+        generate_summaries(model, tokenizer, prompts, batch_size=6, max_new_tokens=8, token_budget=1000,
+                           sort_by_length=True, cache_implementation="static")
+    finally:
+        handle.remove()
+    lengths = [len(p["prompt_ids"]) for p in prompts]
+    plan = plan_batches(lengths, batch_size=6, token_budget=1000, max_new_tokens=8, sort_by_length=True)
+    planned = [(len(batch), max(lengths[i] for i in batch) + 8) for batch in plan]
+    assert len(set(width for _, width in planned)) > 2  # batches of several widths
+    assert [(c.layers[0].keys.shape[0], c.layers[0].keys.shape[2]) for c in caches] == planned
+
+
+def test_plan_of_the_whole_xsum_test_set_keeps_each_batch_within_the_token_budget(tmp_path):
+    """The phi2 profile's settings on 11,334 articles of the sample's length distribution: every batch's
+    rows x (longest prompt + max_new_tokens), the cache's size, stays within evaluate.token_budget."""
+    import numpy as np
+
+    from conftest import compose_params
+    from xsumtune.config import load_config
+    from xsumtune.evaluation import build_prompts
+    from xsumtune.tokenization import load_tokenizer
+
+    config = load_config(compose_params(tmp_path / "params.yaml", "phi2"))
+    e = config.evaluate
+    tokenizer = load_tokenizer(str(ROOT / "models" / "tokenizers" / "phi-2"))
+    rows = load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())
+    sample = [len(p["prompt_ids"]) for p in build_prompts(config, tokenizer, rows)]
+    assert max(sample) == config.prompt.max_seq_len - e.max_new_tokens  # the long articles are cut to fit
+    lengths = np.random.default_rng(0).choice(sample, size=11_334).tolist()
+    batches = plan_batches(lengths, batch_size=e.batch_size, token_budget=e.token_budget,
+                           max_new_tokens=e.max_new_tokens, sort_by_length=e.sort_by_length)
+    assert sorted(i for batch in batches for i in batch) == list(range(11_334))
+    for batch in batches:
+        assert len(batch) <= e.batch_size
+        assert len(batch) * (max(lengths[i] for i in batch) + e.max_new_tokens) <= e.token_budget

@@ -79,9 +79,10 @@ def test_summary_properties_by_hand():
 def test_bug_detectors_by_hand():
     documents = ["The council met on Monday. It voted.", "A storm hit.", "Rain fell.", "Snow."]
     predictions = ["the council met", "", "Rain fell. Then snow.", "."]
-    detectors = bug_detectors(predictions, documents, [True, False, False, False], [None, "boom", None, None])
-    assert detectors == {"failed": 0.25, "cut_by_cap": 0.25, "empty": 0.5, "multi_sentence": 0.25,
-                         "copied_from_article": 0.25}
+    detectors = bug_detectors(predictions, documents, [True, False, False, False], [None, "boom", None, None],
+                              [False, False, True, True])
+    assert detectors == {"failed": 0.25, "cut_by_cap": 0.25, "leading_newline": 0.5, "empty": 0.5,
+                         "multi_sentence": 0.25, "copied_from_article": 0.25}
     assert copied_from_article("Council met", "the council met today")
     assert not copied_from_article("council today", "the council met today")  # both words, not contiguous
     assert set(bug_detectors(predictions, documents)) == {"empty", "multi_sentence", "copied_from_article"}

@@ -86,7 +86,8 @@ def evaluate_systems(config: EvaluateConfig, rows: list[dict],
         if out is None:
             system["bugs"] = bug_detectors(texts, documents)
         else:
-            system["bugs"] = bug_detectors(texts, documents, [g.stopped_by_cap for g in out], [g.error for g in out])
+            system["bugs"] = bug_detectors(texts, documents, [g.stopped_by_cap for g in out], [g.error for g in out],
+                                           [g.leading_newline for g in out])
             system["generation"] = generation_statistics(out)
         systems[name] = system
     metrics = {**systems.pop("fine_tuned"), **systems, "references": summary_properties(references, documents)}

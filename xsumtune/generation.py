@@ -1,10 +1,13 @@
 """Batched, left-padded generation with max_new_tokens: one prediction (or recorded error) per article."""
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
+from transformers import StaticCache, StoppingCriteria, StoppingCriteriaList
 
 
 @dataclass(frozen=True)
@@ -12,9 +15,10 @@ class Generated:
     id: str
     prediction: str
     tokens: int  # new tokens generated, eos excluded
-    stopped_by_cap: bool  # ran to max_new_tokens without eos
+    stopped_by_cap: bool  # ran to max_new_tokens before eos and before its first line with text ended
     error: str | None = None
     token_ids: tuple[int, ...] = ()  # the new tokens before eos
+    leading_newline: bool = False  # the raw generation's first line was blank: its text came after a line break
 
 
 def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,21 +58,111 @@ def trim_at_eos(new_tokens: list[int], eos_token_id: int) -> tuple[list[int], bo
     return new_tokens, False
 
 
-def decode_new_tokens(tokenizer, new_tokens: list[int], eos_token_id: int, max_new_tokens: int):
-    """Text up to eos, cut at the first newline; (text, token count, stopped by the cap)."""
+def first_line_with_text(text: str) -> str:
+    """The first line that has text in it, stripped. An instruct model often answers `Summary:` with a
+    line break first and the summary after it: cutting at the first newline would leave nothing."""
+    return next((line.strip() for line in text.split("\n") if line.strip()), "")
+
+
+def line_ended(text: str) -> bool:
+    """A line with text in it is followed by a newline: the prediction is complete, whatever came next."""
+    return "\n" in text.lstrip()
+
+
+def begins_with_blank_line(text: str) -> bool:
+    """The first line is empty or whitespace and a line break follows it."""
+    first, newline, _ = text.partition("\n")
+    return bool(newline) and not first.strip()
+
+
+class Decoded(NamedTuple):
+    prediction: str
+    tokens: int  # new tokens before eos
+    stopped_by_cap: bool
+    leading_newline: bool
+
+
+def decode_new_tokens(tokenizer, new_tokens: list[int], eos_token_id: int, max_new_tokens: int) -> Decoded:
+    """The first line with text of what came before eos. Cut by the cap: no eos and no finished line
+    within max_new_tokens (a line ended by a newline is complete, even at the cap's last token)."""
     new_tokens, ended = trim_at_eos(new_tokens, eos_token_id)
     text = tokenizer.decode(new_tokens, skip_special_tokens=True)
-    return text.strip().split("\n", 1)[0].strip(), len(new_tokens), not ended and len(new_tokens) >= max_new_tokens
+    capped = not ended and len(new_tokens) >= max_new_tokens and not line_ended(text)
+    return Decoded(first_line_with_text(text), len(new_tokens), capped, begins_with_blank_line(text))
+
+
+class LineTokens(NamedTuple):
+    """Token ids by what their text holds, for tensor tests of each row's last token."""
+    newline: torch.Tensor  # a "\n" anywhere in the token's text
+    text_then_newline: torch.Tensor  # text, then a "\n": the token ends a line with text on its own
+    blank: torch.Tensor  # whitespace only, or nothing (special tokens)
+    vocab_size: int  # ids from here on decode to nothing: blank too
+
+
+_LINE_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def line_tokens(tokenizer) -> LineTokens:
+    """Each id decoded alone, once per tokenizer (a second or two): afterwards a step costs three isin.
+
+    Alone and in sequence agree for byte-level BPE: a newline byte is never part of another character."""
+    if tokenizer not in _LINE_TOKENS:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+
+        def ids(keep) -> torch.Tensor:
+            return torch.tensor([i for i, text in enumerate(texts) if keep(text)], dtype=torch.long)
+
+        _LINE_TOKENS[tokenizer] = LineTokens(
+            newline=ids(lambda text: "\n" in text),
+            text_then_newline=ids(lambda text: bool(text.split("\n", 1)[0].strip()) and "\n" in text),
+            blank=ids(lambda text: not text.strip()),
+            vocab_size=len(texts))
+    return _LINE_TOKENS[tokenizer]
+
+
+class LineEnd(StoppingCriteria):
+    """Per row: done at the first newline that follows text, the end of the line decode_new_tokens keeps.
+
+    Generating to the cap and cutting there gives the same prediction; this only skips the tokens after.
+    Rows stay in place from step to step (greedy or sampling), so each row's "has text yet" is kept as
+    state; beam search reorders rows and ends hypotheses early, so it gets no LineEnd (generate_batch)."""
+
+    def __init__(self, tokens: LineTokens, device: torch.device):
+        self.newline, self.text_then_newline, self.blank = (t.to(device) for t in tokens[:3])
+        self.vocab_size = tokens.vocab_size
+        self.has_text: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        last = input_ids[:, -1]
+        if self.has_text is None:
+            self.has_text = torch.zeros_like(last, dtype=torch.bool)
+        done = (self.has_text & torch.isin(last, self.newline)) | torch.isin(last, self.text_then_newline)
+        self.has_text |= ~(torch.isin(last, self.blank) | (last >= self.vocab_size))
+        return done
 
 
 @torch.inference_mode()
 def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, seed: int = 0,
-                   **decoding) -> list[list[int]]:
-    """New token ids per prompt (pads after eos included). decoding: further `generate` options
-    (num_beams, do_sample, no_repeat_ngram_size, cache_implementation, ...)."""
+                   stop_at_line_end: bool = True, **decoding) -> list[list[int]]:
+    """New token ids per prompt (pads after eos or the line's end included). decoding: further `generate`
+    options (num_beams, do_sample, no_repeat_ngram_size, cache_implementation, ...).
+
+    stop_at_line_end: each row stops at the newline ending its first line with text (LineEnd), except
+    under beam search, where a stopping criterion would end a hypothesis early and change which beam wins."""
     eos = tokenizer.eos_token_id
     input_ids, attention_mask = left_pad(prompts, eos)
     device = next(model.parameters()).device
+    if decoding.get("cache_implementation") == "static":
+        decoding = {key: value for key, value in decoding.items() if key != "cache_implementation"}
+        # Sized to this batch. generate's own static cache is as long as the longest it has made on this
+        # model, and the longest batch runs first: every later batch would get its slots.
+        decoding["past_key_values"] = StaticCache(config=model.config.get_text_config(decoder=True),
+                                                  max_cache_len=input_ids.shape[1] + max_new_tokens)
+        # Every batch is a new shape; auto-compile would recompile for each (the bench runs it eager too).
+        decoding.setdefault("disable_compile", True)
+    if stop_at_line_end and decoding.get("num_beams", 1) == 1:
+        decoding["stopping_criteria"] = StoppingCriteriaList([*decoding.get("stopping_criteria", ()),
+                                                              LineEnd(line_tokens(tokenizer), device)])
     torch.manual_seed(seed)
     output = model.generate(
         input_ids=input_ids.to(device),
@@ -114,8 +208,9 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
 
 
 def _generated(tokenizer, example: dict, new_tokens: list[int], max_new_tokens: int) -> Generated:
-    text, count, capped = decode_new_tokens(tokenizer, new_tokens, tokenizer.eos_token_id, max_new_tokens)
-    return Generated(example["id"], text, count, capped, token_ids=tuple(new_tokens[:count]))
+    decoded = decode_new_tokens(tokenizer, new_tokens, tokenizer.eos_token_id, max_new_tokens)
+    return Generated(example["id"], decoded.prediction, decoded.tokens, decoded.stopped_by_cap,
+                     token_ids=tuple(new_tokens[:decoded.tokens]), leading_newline=decoded.leading_newline)
 
 
 def _generate_one(model, tokenizer, example: dict, options: dict) -> Generated:

@@ -133,8 +133,9 @@ def summary_properties(summaries: list[str], documents: list[str]) -> dict:
 
 
 def bug_detectors(predictions: list[str], documents: list[str], stopped_by_cap: list[bool] | None = None,
-                  errors: list[str | None] | None = None) -> dict:
-    """Shares of predictions that show a generation bug; the cap and error detectors need a model's output."""
+                  errors: list[str | None] | None = None, leading_newline: list[bool] | None = None) -> dict:
+    """Shares of predictions that show a generation bug; the cap, error and leading-newline detectors need
+    a model's output."""
     total = len(predictions)
 
     def share(flags) -> float:
@@ -145,6 +146,10 @@ def bug_detectors(predictions: list[str], documents: list[str], stopped_by_cap: 
         detectors["failed"] = share(error is not None for error in errors)
     if stopped_by_cap is not None:
         detectors["cut_by_cap"] = share(stopped_by_cap)
+    if leading_newline is not None:
+        # the raw generation began with a blank line (an instruct model's habit after `Summary:`); the
+        # prediction is the first line with text, so this is no loss unless the model wrote nothing after
+        detectors["leading_newline"] = share(leading_newline)
     detectors["empty"] = share(not words(p) for p in predictions)  # punctuation alone says nothing either
     detectors["multi_sentence"] = share(sentence_count(p) > 1 for p in predictions)
     detectors["copied_from_article"] = share(copied_from_article(p, d) for p, d in zip(predictions, documents))
