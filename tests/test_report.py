@@ -27,6 +27,14 @@ def test_report_shows_every_system_and_the_best_worst_and_random_examples():
     assert "ROUGE-1/2/L 100.0 / 100.0 / 100.0" in best.split("## Worst")[0]
     assert "**Fine-tuned**: Nothing to do with it." in worst.split("## Random")[0]
     assert "**Zero-shot**: *(empty)*" in text
+    # zero-shot wrote nothing, so lead-1 is the bar; the line sits under the systems table
+    gain = metrics["gain_over_lead_1"]["rougeL"]
+    bar = (f"The stronger baseline here is lead-1 (ROUGE-L {metrics['lead_1']['rougeL']:.2f}; zero-shot 0.00): the "
+           f"fine-tuned model's gain over it is {gain['abs']:+.2f} ROUGE-L [{gain['low']:+.2f}, {gain['high']:+.2f}], "
+           f"p={gain['p_value']:.4f}.")
+    assert text.split("| lead-1 |")[1].split("\n")[2] == bar
+    metrics["zero_shot"]["rougeL"] = 99.0  # now zero-shot is the bar
+    assert "The stronger baseline here is zero-shot (ROUGE-L 99.00; lead-1 " in render(metrics, records, documents, 2, 0)
     picked = pick_examples(records, 3, seed=0)
     assert [r["rougeL"] for r in picked["Best"]] == [100.0] * 3 and picked["Random"] == pick_examples(records, 3, 0)["Random"]
 

@@ -41,6 +41,19 @@ def pick_examples(records: list[dict], count: int, seed: int) -> dict[str, list[
             "Random": random.Random(seed).sample(records, min(count, len(records)))}
 
 
+def honest_bar(metrics: dict) -> str | None:
+    """One line: the baseline with the higher ROUGE-L, the bar a fine-tuned model has to clear, and the gain over it."""
+    baselines = [(label, key) for label, key in SYSTEMS.items() if key and key in metrics]
+    if not baselines:
+        return None
+    label, key = max(baselines, key=lambda b: metrics[b[1]]["rougeL"])
+    others = "".join(f"; {other} {metrics[k]['rougeL']:.2f}" for other, k in baselines if k != key)
+    gain = metrics[f"gain_over_{key}"]["rougeL"]
+    return (f"The stronger baseline here is {label} (ROUGE-L {metrics[key]['rougeL']:.2f}{others}): the fine-tuned "
+            f"model's gain over it is {gain['abs']:+.2f} ROUGE-L [{gain['low']:+.2f}, {gain['high']:+.2f}], "
+            f"p={gain['p_value']:.4f}.")
+
+
 def _interval(m: dict, key: str) -> str:
     ci = m["ci95"][key]
     return f"{m[key]:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]"
@@ -58,6 +71,9 @@ def render(metrics: dict, records: list[dict], documents: dict[str, str], count:
            "lead-1 is the article's first sentence.", "",
            "| system | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     out += [f"| {label} | " + " | ".join(_interval(m, k) for k in keys) + " |" for label, m in by_system.items()]
+    bar = honest_bar(metrics)
+    if bar:
+        out += ["", bar]
 
     gains = [(label, metrics[f"gain_over_{key}"]) for label, key in SYSTEMS.items() if f"gain_over_{key}" in metrics]
     if gains:
@@ -81,7 +97,7 @@ def render(metrics: dict, records: list[dict], documents: dict[str, str], count:
         out.append(f"| {label} | {w['mean']} | {w['median']} | {w['p10']}-{w['p90']} | "
                    + " | ".join("n/a" if c is None else f"{c:.3g}" for c in cells) + " |")
 
-    detectors = ("failed", "cut_by_cap", "empty", "multi_sentence", "copied_from_article")
+    detectors = ("failed", "cut_by_cap", "leading_newline", "empty", "multi_sentence", "copied_from_article")
     out += ["", "## Bug detectors (share of predictions)", "", "| system | " + " | ".join(detectors) + " |",
             "|---" * (len(detectors) + 1) + "|"]
     out += [f"| {label} | " + " | ".join(f"{m['bugs'][d]:.3f}" if d in m["bugs"] else "n/a" for d in detectors) + " |"
