@@ -1,11 +1,12 @@
 """params.yaml and every profile load into the typed config; bad params fail with the key's name."""
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import tiny_params
-from xsumtune.config import Config, ConfigError, load_config
+from xsumtune.config import Config, ConfigError, check_precision, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.stem for p in (ROOT / "conf" / "profile").glob("*.yaml"))
@@ -50,6 +51,9 @@ def test_real_profile_is_the_reference_experiment(tmp_path):
     assert (config.train.lr, config.train.warmup_steps, config.train.scheduler) == (2.0e-4, 100, "cosine")
     assert config.model.quantization == "nf4"
     assert config.evaluate.max_new_tokens == 60
+    # bf16 where the GPU has it; QLoRA's adapter is never merged into 4-bit weights
+    assert (config.model.dtype, config.model.compute_dtype, config.evaluate.merge_adapter) == \
+        ("bfloat16", "bfloat16", False)
 
 
 def write_params(tmp_path, edit):
@@ -86,6 +90,10 @@ def write_params(tmp_path, edit):
     (lambda p: p["data"].update(min_test_size=0), "data.min_test_size: must be > 0"),
     (lambda p: p["data"].update(test_size=3, min_test_size=4), "data.test_size: 3 is below data.min_test_size (4)"),
     (lambda p: p["download"].update(splits="test"), "download.splits: expected a non-empty list of strings"),
+    (lambda p: (p["model"].update(dtype="float16"), p["lora"].update(fp32_weights=False)),
+     "lora.fp32_weights: must be true with model.dtype: float16"),
+    (lambda p: (p["model"].update(quantization="nf4"), p["evaluate"].update(merge_adapter=True)),
+     "evaluate.merge_adapter: must be false with model.quantization: nf4"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     path = write_params(tmp_path, edit)
@@ -98,3 +106,21 @@ def test_bad_params_name_the_key(tmp_path, edit, message):
 def test_all_linear_targets_accepted(tmp_path):
     path = write_params(tmp_path, lambda p: p["lora"].update(target_modules="all-linear"))
     assert load_config(path).lora.target_modules == "all-linear"
+
+
+def test_bfloat16_is_refused_on_a_gpu_without_it(tmp_path):
+    """check_runtime passes the visible GPU's name and torch.cuda.is_bf16_supported(including_emulation=False)."""
+    def config(**model):
+        return load_config(write_params(tmp_path, lambda p: p["model"].update(model)))
+
+    bf16 = config(dtype="bfloat16")
+    with pytest.raises(ConfigError, match=r"^model.dtype: bfloat16 needs .* this Tesla T4 lacks it; use float16"):
+        check_precision(bf16, "Tesla T4", bf16_supported=False)
+    check_precision(bf16, "NVIDIA H200", bf16_supported=True)
+    check_precision(bf16, None, bf16_supported=False)  # a CPU runs bf16
+    check_precision(config(dtype="float16"), "Tesla T4", bf16_supported=False)
+    nf4 = Config(model=dataclasses.replace(bf16.model, dtype="float16", quantization="nf4", compute_dtype="bfloat16"))
+    with pytest.raises(ConfigError, match=r"^model.compute_dtype: bfloat16 needs"):
+        check_precision(nf4, "Tesla T4", bf16_supported=False)
+    with pytest.raises(ConfigError, match="model.dtype: float16 training needs a CUDA GPU"):
+        check_precision(config(dtype="float16"), None, bf16_supported=False)

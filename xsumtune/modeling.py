@@ -136,11 +136,14 @@ def apply_lora(model, config: LoraConfig, seed: int, gradient_checkpointing: boo
 
 
 def attach_adapter(base_model, adapter_dir: str, merge: bool):
-    """Base + trained adapter in eval mode; merged into the base weights when asked (never into 4-bit
-    weights, where merging would round the adapter away)."""
+    """Base + trained adapter in eval mode; merged into the base weights when asked. Never into 4-bit
+    weights, where merging would round the adapter away: config validation refuses that pair already."""
     from peft import PeftModel
 
+    if merge and getattr(base_model, "is_loaded_in_4bit", False):
+        raise ConfigError("evaluate.merge_adapter: must be false with model.quantization: nf4: the adapter is never "
+                          "merged into 4-bit weights, where rounding would erase it")
     model = PeftModel.from_pretrained(base_model, adapter_dir)
-    if merge and not getattr(base_model, "is_loaded_in_4bit", False):
+    if merge:
         model = model.merge_and_unload()
     return model.eval()
