@@ -1,5 +1,7 @@
 """Atomic outputs, out-of-memory reporting and checks made before any weights load."""
 import json
+import os
+import stat
 
 import click
 import pytest
@@ -24,6 +26,19 @@ def test_atomic_path_creates_nothing_on_failure(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["022", "027"])
+def test_outputs_get_the_mode_a_plain_write_gives(tmp_path, umask):
+    """Readable by the group and others as the umask allows (0644 under 022), not mkstemp's private 0600."""
+    previous = os.umask(umask)
+    try:
+        write_json(tmp_path / "metrics.json", {"rouge1": 1.0})
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o666 & ~umask
 
 
 def test_out_of_memory_names_the_params_to_change():
