@@ -10,6 +10,8 @@ import pytest
 
 from repo_copy import SHRINK, commit, copy_repo, differing_files, dvc, git, run
 
+pytestmark = pytest.mark.slow  # dvc in a copy of the repository
+
 LRS = (1.0e-3, 5.0e-3)
 
 

@@ -7,6 +7,8 @@ import yaml
 
 from repo_copy import copy_repo, dvc, run
 
+pytestmark = pytest.mark.slow  # dvc in a copy of the repository
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):

@@ -74,6 +74,7 @@ def assert_round_trip(repo, clone, env=None):
     assert differing_files(repo, clone, OUTPUTS) == []
 
 
+@pytest.mark.slow
 def test_local_directory_remote_round_trip(reproduced, tmp_path):
     storage = tmp_path / "storage"
     dvc("remote", "add", "-d", "-f", "local", storage, cwd=reproduced)
@@ -87,6 +88,7 @@ def test_local_directory_remote_round_trip(reproduced, tmp_path):
     assert_round_trip(reproduced, clone)
 
 
+@pytest.mark.slow
 def test_s3_remote_round_trip(reproduced, s3_server, tmp_path):
     import boto3
 

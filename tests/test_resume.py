@@ -12,6 +12,8 @@ import yaml
 from conftest import ROOT, tiny_params
 from repo_copy import run
 
+pytestmark = pytest.mark.slow  # stages run, killed and resumed in subprocesses
+
 SMALL = {
     "data": {"train_size": 24, "validation_size": 4, "test_size": 6},
     "prompt": {"max_seq_len": 256},
