@@ -1,5 +1,7 @@
 """The pipeline's stages: Click commands run as `python -m stages.<name>`."""
 import functools
+import os
+from pathlib import Path
 
 import click
 import torch
@@ -12,6 +14,9 @@ OUT_OF_MEMORY_HELP = (
     "train.grad_accum to keep the effective batch), prompt.max_seq_len, train.gradient_checkpointing: true, "
     "model.quantization: nf4; for evaluation evaluate.token_budget or evaluate.batch_size. Nothing was written."
 )
+# Set by stages.launch for several processes: each rank leaves its message there, and the launcher prints
+# the first failed rank's once, after torchrun has finished, instead of every rank printing its own.
+ERROR_DIR = "XSUMTUNE_ERROR_DIR"
 
 
 def fail_cleanly(command):
@@ -23,8 +28,11 @@ def fail_cleanly(command):
         try:
             return command(*args, **kwargs)
         except (ConfigError, DataError, FileNotFoundError) as error:
-            raise click.ClickException(str(error)) from None
+            message = str(error)
         except torch.OutOfMemoryError as error:
-            raise click.ClickException(OUT_OF_MEMORY_HELP.format(stage=command.__module__) +
-                                       f" ({str(error).splitlines()[0]})") from None
+            message = OUT_OF_MEMORY_HELP.format(stage=command.__module__) + f" ({str(error).splitlines()[0]})"
+        if os.environ.get(ERROR_DIR):
+            (Path(os.environ[ERROR_DIR]) / f"rank-{os.environ.get('RANK', 0)}").write_text(message, encoding="utf-8")
+            raise click.exceptions.Exit(1)
+        raise click.ClickException(message)
     return wrapper

@@ -11,7 +11,7 @@ from conftest import ROOT, tiny_params
 from repo_copy import run
 from xsumtune.distributed import gather_in_order
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+LAUNCH = [sys.executable, "-m", "stages.launch"]  # as dvc.yaml runs them: torchrun for several processes
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def work(tmp_path_factory):
 
 def train(work, processes):
     out = work / f"train{processes}"
-    return run([*TORCHRUN, "--nproc_per_node", str(processes), "-m", "stages.train",
+    return run([*LAUNCH, "--processes", str(processes), "stages.train",
                 "--params", work / f"params{processes}.yaml", "--train-data", work / "data" / "train.parquet",
                 "--validation-data", work / "data" / "validation.parquet", "--adapter-dir", out / "adapter",
                 "--live-dir", out / "live", "--checkpoint-dir", out / "checkpoints"], ROOT)
@@ -40,13 +40,14 @@ def train(work, processes):
 
 def evaluate(work, processes, adapter):
     out = work / f"evaluate{processes}"
-    run([*TORCHRUN, "--nproc_per_node", str(processes), "-m", "stages.evaluate",
+    run([*LAUNCH, "--processes", str(processes), "stages.evaluate",
          "--params", work / f"params{processes}.yaml", "--test-data", work / "data" / "test.parquet",
          "--adapter-dir", adapter, "--metrics", out / "metrics.json", "--predictions", out / "predictions.jsonl",
          "--progress-dir", out / "progress"], ROOT)
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_end_with_the_same_adapter_and_write_once(work):
     result = train(work, 2)
     lines = [line for line in result.stdout.splitlines() if line.startswith("train: rank")]
@@ -59,6 +60,7 @@ def test_two_processes_end_with_the_same_adapter_and_write_once(work):
     assert list((work / "train2" / "checkpoints").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_gathers_every_article_in_order(work):
     train(work, 1)
     adapter = work / "train1" / "adapter"
@@ -69,6 +71,7 @@ def test_sharded_evaluation_gathers_every_article_in_order(work):
     assert json.loads((two / "metrics.json").read_text()) == json.loads((one / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_launching_another_count_of_processes_is_refused(work):
     result = subprocess.run([sys.executable, "-m", "stages.train", "--params", str(work / "params2.yaml"),
                              "--train-data", "x", "--validation-data", "x", "--adapter-dir", "a", "--live-dir", "l",
