@@ -1,8 +1,16 @@
 """The markdown report and plot data, built from a small evaluation."""
+import re
+import subprocess
+import sys
+
+import pytest
+from matplotlib.image import imread
+
 from conftest import ROOT
 from xsumtune.config import EvaluateConfig
 from xsumtune.data import Report, load_split
 from xsumtune.evaluation import evaluate_systems
+from xsumtune.figures import read_loss_curves, write_figures
 from xsumtune.generation import Generated
 from xsumtune.report import length_histogram, pick_examples, render, rouge_by_system
 
@@ -45,3 +53,40 @@ def test_plot_data():
     histogram = length_histogram(records)
     assert sum(b["prediction"] for b in histogram) == sum(b["reference"] for b in histogram) == len(records)
     assert [b["words"] for b in histogram] == list(range(0, 5 * len(histogram), 5))
+
+
+def test_figures_are_png_files_the_report_links_to(tmp_path):
+    metrics, records, documents = evaluation()
+    live = tmp_path / "live"
+    (live / "train").mkdir(parents=True)
+    (live / "train" / "loss.tsv").write_text("step\tloss\n2\t10.9\n4\t10.7\n")
+    links = write_figures(metrics, length_histogram(records), read_loss_curves(live), tmp_path / "reports" / "figures",
+                          tmp_path / "reports")
+    assert links == {"ROUGE by system": "figures/rouge.png", "Summary length": "figures/lengths.png",
+                     "Loss": "figures/loss.png"}
+    for path in links.values():
+        image = imread(tmp_path / "reports" / path)  # a PNG that decodes, of the size drawn
+        assert image.shape[:2] == (400, 700)
+    text = render(metrics, records, documents, count=2, seed=0, figures=links)
+    assert "![ROUGE by system](figures/rouge.png)" in text and "![Loss](figures/loss.png)" in text
+    assert text.index("![ROUGE by system]") < text.index("## Best examples")
+
+
+def test_no_logged_loss_gives_no_loss_figure(tmp_path):
+    metrics, records, _ = evaluation()
+    curves = read_loss_curves(tmp_path / "no-such-dir")
+    assert curves == {}
+    links = write_figures(metrics, length_histogram(records), curves, tmp_path / "figures", tmp_path)
+    assert "Loss" not in links and sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["lengths.png", "rouge.png"]
+
+
+@pytest.mark.slow
+def test_dvc_plot_pages_open_offline(tmp_path):
+    """`dvc plots show` fills .dvc/offline-plots.html: vega inlined, no script fetched from the network."""
+    subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path)], cwd=ROOT, check=True,
+                   capture_output=True)
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "vegaEmbed('#" in page  # the plots are there
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page)  # and every script with them
+    for library in ("vega 5.20.2", "vega-lite 5.2.0", "vega-embed 6.18.2"):
+        assert f"/* {library} (BSD-3-Clause" in page

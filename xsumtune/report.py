@@ -63,7 +63,9 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|") or "*(empty)*"
 
 
-def render(metrics: dict, records: list[dict], documents: dict[str, str], count: int, seed: int) -> str:
+def render(metrics: dict, records: list[dict], documents: dict[str, str], count: int, seed: int,
+           figures: dict[str, str] | None = None) -> str:
+    """The report; `figures` ({title: path relative to the report}) are embedded after the scores table."""
     by_system = systems(metrics)
     keys = [*ROUGE_KEYS, "bleu", *(k for k in OPTIONAL if k in metrics)]
     out = ["# Evaluation report", "",
@@ -74,6 +76,8 @@ def render(metrics: dict, records: list[dict], documents: dict[str, str], count:
     bar = honest_bar(metrics)
     if bar:
         out += ["", bar]
+    for title, path in (figures or {}).items():
+        out += ["", f"![{title}]({path})"]
 
     gains = [(label, metrics[f"gain_over_{key}"]) for label, key in SYSTEMS.items() if f"gain_over_{key}" in metrics]
     if gains:
