@@ -40,6 +40,8 @@ def load_base_model(config: ModelConfig, seed: int):
 
     dtype = DTYPES[config.dtype]
     quantization = quantization_config(config)
+    if torch.cuda.is_available():  # this rank's GPU before anything is built: kernels and NCCL use the current one
+        torch.cuda.set_device(device())
     architecture = AutoConfig.from_pretrained(config.name, revision=config.revision)
     overrides = {"hidden_act": "gelu_pytorch_tanh"} if config.fused_gelu and \
         getattr(architecture, "hidden_act", None) == "gelu_new" else {}

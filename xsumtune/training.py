@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -68,7 +69,10 @@ def training_arguments(config: Config, output_dir: str):
         report_to="none",
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=True,
+        # every trainable (LoRA) weight gets a gradient each step: no search for unused ones, and no DDP warning
+        ddp_find_unused_parameters=False,
+        # a step bar (main process only) on a terminal; elsewhere (a log, dvc queue) one line per logging step
+        disable_tqdm=not sys.stderr.isatty(),
     )
 
 
