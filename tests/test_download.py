@@ -97,7 +97,7 @@ def test_the_phi2_profile_passes_dvcs_dependency_check_and_stops_in_one_line(rep
 def test_dvc_runs_download_then_preprocess_on_the_snapshot(repo, tmp_path):
     source, splits = hub_layout(tmp_path / "xsum")
     params = tiny_params()
-    params["download"]["dataset"] = str(source)
+    params["download"].update(dataset=str(source), revision=None)  # a local directory has no revision
     params["data"].update(source="data/hub", train_split="train", train_size=None, validation_size=None,
                           test_size=None)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

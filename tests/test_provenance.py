@@ -29,3 +29,8 @@ def test_preprocess_has_no_model_and_a_missing_library_is_null(monkeypatch):
     record = provenance.describe_run(Config())
     assert "model" not in record
     assert record["libraries"] == {"torch": metadata.version("torch"), "no-such-distribution": None}
+
+
+def test_no_download_records_no_revision():
+    config = Config(download=DownloadConfig(dataset=None, revision="refs/convert/parquet"))
+    assert provenance.describe_run(config)["data"] == {"source": "data/sample", "dataset": None, "revision": None}

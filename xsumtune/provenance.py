@@ -40,9 +40,9 @@ def describe_run(config: Config, model=None) -> dict:
     """The run's provenance. model: the loaded model, for stages that load one (its config knows the hub
     commit it came from); preprocess has only the tokenizer, so its record has no model section."""
     record = {
-        # data/hub/SOURCE.json holds the commit the download stage resolved when download.revision is null
+        # as requested; data/hub/SOURCE.json holds the commit the download stage resolved a branch or null to
         "data": {"source": config.data.source, "dataset": config.download.dataset,
-                 "revision": config.download.revision},
+                 "revision": config.download.revision if config.download.dataset else None},
         "tokenizer": {"name": config.model.tokenizer, "revision": config.model.revision},
     }
     if model is not None:
