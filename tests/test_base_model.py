@@ -101,6 +101,6 @@ def test_cuda_branch_of_device_and_model_loading(monkeypatch, tiny_model_config)
     nf4 = modeling.quantization_config(tiny_model_config.__class__(**{**tiny_model_config.__dict__,
                                                                         "quantization": "nf4"}))
     assert nf4.bnb_4bit_quant_type == "nf4" and nf4.bnb_4bit_use_double_quant
-    # as far as it goes without a GPU: building the model on cuda:1 reaches torch's CUDA initialisation
-    with pytest.raises((AssertionError, RuntimeError), match="CUDA|cuda"):
+    # as far as it goes without a GPU: selecting cuda:1 reaches torch's CUDA calls, which a CPU build lacks
+    with pytest.raises((AssertionError, AttributeError, RuntimeError), match="CUDA|cuda"):
         modeling.load_base_model(tiny_model_config, seed=0)
