@@ -57,6 +57,7 @@ class DataConfig:
 class PromptConfig:
     template: str = "direct"
     max_seq_len: int = 1126  # prompt + summary + eos; the reference experiment's length
+    chat_template: bool = False  # the prompt as the user's turn in the tokenizer's chat template
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from xsumtune.tokenization import PromptEncoder
 
 def build_prompts(config: Config, tokenizer, rows: list[dict]) -> list[dict]:
     """Generation prompts: the article cut so prompt + max_new_tokens fits max_seq_len."""
-    encoder = PromptEncoder(tokenizer, config.prompt.template)
+    encoder = PromptEncoder(tokenizer, config.prompt.template, config.prompt.chat_template)
     budget = config.prompt.max_seq_len - config.evaluate.max_new_tokens
     return [{"id": row["id"], "prompt_ids": encoder.encode_prompt(row["document"], budget)[0]} for row in rows]
 

@@ -25,7 +25,7 @@ def prepare_splits(config: Config, tokenizer) -> tuple[dict[str, list[dict]], di
         source: load_split(data.source, source, data.on_bad_row, report)
         for source in dict.fromkeys(source for source, _ in wanted.values())
     }
-    encoder = PromptEncoder(tokenizer, config.prompt.template)
+    encoder = PromptEncoder(tokenizer, config.prompt.template, config.prompt.chat_template)
     max_seq_len = config.prompt.max_seq_len
 
     def keep(split: str, row: dict) -> bool:

@@ -40,6 +40,6 @@ def split_template(name: str) -> TemplateParts:
 
 
 def render(name: str, article: str, summary: str = "") -> str:
-    """The template as text (for reading; training and generation use token ids built piecewise)."""
+    """The template as text: training and generation tokenize it as one text (PromptEncoder)."""
     parts = split_template(name)
     return parts.head + article + parts.tail + (parts.summary_prefix + summary if summary else "")
