@@ -83,6 +83,8 @@ def write_params(tmp_path, edit):
     (lambda p: p["evaluate"].update(temperature=0.7), "evaluate.temperature: acts only when sampling"),
     (lambda p: p["evaluate"].update(do_sample=True, top_p=1.5), "evaluate.top_p: must be in (0, 1]"),
     (lambda p: p["evaluate"].update(no_repeat_ngram_size=-1), "evaluate.no_repeat_ngram_size: must be >= 0"),
+    (lambda p: p["evaluate"].update(min_new_tokens=-1), "evaluate.min_new_tokens: must be in [0, "),
+    (lambda p: p["evaluate"].update(min_new_tokens=61), "evaluate.min_new_tokens: must be in [0, "),
     (lambda p: p["evaluate"].update(bootstrap_resamples=0), "evaluate.bootstrap_resamples: must be > 0"),
     (lambda p: p["evaluate"].update(bertscore_model=3), "evaluate.bertscore_model: expected str or NoneType"),
     (lambda p: p["report"].update(examples=0), "report.examples: must be > 0"),

@@ -16,11 +16,12 @@ def rows():
 
 
 def test_decoding_options_pass_only_what_the_mode_uses():
-    assert decoding_options(EvaluateConfig()) == {"num_beams": 1, "do_sample": False}
-    beams = EvaluateConfig(num_beams=4, length_penalty=0.8, no_repeat_ngram_size=3)
+    assert decoding_options(EvaluateConfig()) == {"num_beams": 1, "do_sample": False, "min_new_tokens": 1}
+    assert decoding_options(EvaluateConfig(min_new_tokens=0)) == {"num_beams": 1, "do_sample": False}
+    beams = EvaluateConfig(num_beams=4, length_penalty=0.8, no_repeat_ngram_size=3, min_new_tokens=0)
     assert decoding_options(beams) == {"num_beams": 4, "do_sample": False, "length_penalty": 0.8,
                                        "no_repeat_ngram_size": 3}
-    sampling = EvaluateConfig(do_sample=True, temperature=0.7, top_p=0.9)
+    sampling = EvaluateConfig(do_sample=True, temperature=0.7, top_p=0.9, min_new_tokens=0)
     assert decoding_options(sampling) == {"num_beams": 1, "do_sample": True, "temperature": 0.7, "top_p": 0.9}
 
 

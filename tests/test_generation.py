@@ -156,6 +156,10 @@ def test_generation_stops_once_every_sequence_has_ended(tokenizer):
         [[tokenizer.eos_token_id]] * 2  # one step, not 60
     results = generate_summaries(base, tokenizer, prompts, batch_size=2, max_new_tokens=60)
     assert [(g.prediction, g.tokens, g.stopped_by_cap) for g in results] == [("", 0, False)] * 2
+    # evaluate.min_new_tokens: 1 (the default) takes the first token from the rest; eos comes next
+    results = generate_summaries(base, tokenizer, prompts, batch_size=2, max_new_tokens=60, min_new_tokens=1)
+    assert [(g.tokens, g.stopped_by_cap) for g in results] == [(1, False)] * 2
+    assert all(g.token_ids[0] != tokenizer.eos_token_id for g in results)
 
 
 class ForceTokens:

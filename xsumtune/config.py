@@ -105,6 +105,7 @@ class TrainConfig:
 class EvaluateConfig:
     batch_size: int = 16
     max_new_tokens: int = 60  # XSum summaries average ~26 tokens; the cap never counts the prompt
+    min_new_tokens: int = 1  # no eos before this many: an instruct model often ends its turn right after `Summary:`
     num_beams: int = 1
     no_repeat_ngram_size: int = 0  # 0: off
     length_penalty: float = 1.0  # beam search only: > 1 favours longer summaries
@@ -214,6 +215,9 @@ def validate(config: Config, path: Path) -> None:
         fail("evaluate.max_new_tokens", f"{config.evaluate.max_new_tokens} leaves no room for the prompt "
              f"within prompt.max_seq_len={config.prompt.max_seq_len}")
     evaluate = config.evaluate
+    if not 0 <= evaluate.min_new_tokens <= evaluate.max_new_tokens:
+        fail("evaluate.min_new_tokens", f"must be in [0, evaluate.max_new_tokens={evaluate.max_new_tokens}], "
+             f"got {evaluate.min_new_tokens}")
     if evaluate.no_repeat_ngram_size < 0:
         fail("evaluate.no_repeat_ngram_size", f"must be >= 0 (0: off), got {evaluate.no_repeat_ngram_size}")
     if evaluate.top_p > 1.0:

@@ -25,6 +25,8 @@ def build_prompts(config: Config, tokenizer, rows: list[dict]) -> list[dict]:
 def decoding_options(config: EvaluateConfig) -> dict:
     """`generate` options from the evaluate params; options for a mode that is off are left out."""
     options = {"num_beams": config.num_beams, "do_sample": config.do_sample}
+    if config.min_new_tokens:
+        options["min_new_tokens"] = config.min_new_tokens
     if config.no_repeat_ngram_size:
         options["no_repeat_ngram_size"] = config.no_repeat_ngram_size
     if config.num_beams > 1:
