@@ -273,7 +273,7 @@ def test_plan_of_the_whole_xsum_test_set_keeps_each_batch_within_the_token_budge
     config = load_config(compose_params(tmp_path / "params.yaml", "phi2"))
     e = config.evaluate
     tokenizer = load_tokenizer(str(ROOT / "models" / "tokenizers" / "phi-2"))
-    rows = load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())
+    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())
     sample = [len(p["prompt_ids"]) for p in build_prompts(config, tokenizer, rows)]
     assert max(sample) == config.prompt.max_seq_len - e.max_new_tokens  # the long articles are cut to fit
     lengths = np.random.default_rng(0).choice(sample, size=11_334).tolist()

@@ -59,7 +59,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def summary_sets():
     """{set: [(prediction, reference)]}: lead-1 of the sample's test articles, and each known-answer system."""
-    rows = load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())
+    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())
     sets = {"lead-1": [(lead_1(row["document"]), row["summary"]) for row in rows]}
     for system in SYSTEMS.values():
         sets[system] = [(prediction, reference) for prediction, reference, _ in known_answers(system)]
@@ -155,7 +155,7 @@ def test_exception_table_is_perls_database(perl_exceptions):
 def test_porter_stem_is_perls_on_every_word_of_the_sample(tmp_path):
     """ROUGE-1.5.5's own Porter (Martin Porter's Perl with Chin-Yew Lin's step 4), run here, on every word over 3
     letters of the sample's test split and the known answers: nltk's ORIGINAL_ALGORITHM differs on 121 of 23,489."""
-    rows = load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())
+    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())
     texts = [text for row in rows for text in (row["document"], row["summary"])]
     texts += [text for answer in known_answers() for text in answer[:2]]
     words = sorted({word for text in texts for word in NON_ALPHANUM_RE.sub(" ", text.lower()).split() if len(word) > 3})

@@ -90,7 +90,7 @@ def _tokenizer(name):
 @functools.cache
 def sample_rows():
     """Test articles as preprocess cleans them: the two longest (cut at any length here) and four others."""
-    rows = load_split(str(ROOT / "data" / "sample"), "test", None, "error", Report())
+    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())
     by_length = sorted(rows, key=lambda row: len(row["document"]))
     return by_length[-2:] + rows[:4]
 
