@@ -131,8 +131,9 @@ def test_committed_dvc_config_holds_no_secret():
     assert "/config.local" in (ROOT / ".dvc" / ".gitignore").read_text().split()
 
 
-def test_adapter_is_the_model_artifact_and_the_base_model_is_no_output():
-    """Only the adapter is pushed: the base model (hub weights or a config) is never a DVC output."""
+def test_adapter_is_the_model_artifact_and_the_base_model_a_pushed_output():
+    """The adapter is the model artifact; the base model is the base_model stage's output, pushed like data, so a
+    clone with the remote needs no network. The base_model stage writes nothing else under models/."""
     import yaml
 
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -140,4 +141,5 @@ def test_adapter_is_the_model_artifact_and_the_base_model_is_no_output():
     assert pipeline["artifacts"]["adapter"]["type"] == "model"
     outs = [next(iter(out)) if isinstance(out, dict) else out
             for stage in pipeline["stages"].values() for out in stage.get("outs", [])]
-    assert [out for out in outs if out.startswith("models/")] == ["models/adapter"]
+    assert sorted(out for out in outs if out.startswith("models/")) == ["models/adapter", "models/base"]
+    assert pipeline["stages"]["base_model"]["outs"] == ["models/base"]
