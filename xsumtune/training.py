@@ -76,16 +76,54 @@ def training_arguments(config: Config, output_dir: str):
     )
 
 
+def labelled_logits_trainer():
+    """transformers' Trainer with LabelledLogitsLoss (imported here: only training needs transformers' Trainer)."""
+    from transformers import Trainer
+
+    class LabelledLogitsTrainer(LabelledLogitsLoss, Trainer):
+        pass
+
+    return LabelledLogitsTrainer
+
+
+class LabelledLogitsLoss:
+    """A Trainer mixin: logits only where a label is, not at every position of every row.
+
+    In a summarization batch about one position in ten is labelled (the summary and its eos; the prompt
+    and the padding are not), yet a causal LM computes the vocabulary's logits everywhere, in float32 for
+    the loss: for SmolLM2's 49,152 words that is a fifth of the step's arithmetic and most of its memory.
+    A hook on the output layer gathers the hidden states of the labelled positions first. The loss is
+    the same cross-entropy, summed and divided as Trainer's own (by the batch's labelled tokens across
+    gradient accumulation, num_items_in_batch, or their mean when it is not given)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"][:, 1:]  # position t predicts token t + 1
+        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+        targets = labels[rows, cols]
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        hook = head.register_forward_pre_hook(lambda _, args: (args[0][rows, cols].unsqueeze(0), *args[1:]))
+        try:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        finally:
+            hook.remove()
+        loss = torch.nn.functional.cross_entropy(outputs.logits[0].float(), targets, reduction="sum")
+        if num_items_in_batch is None:
+            loss = loss / max(targets.numel(), 1)
+        else:
+            loss = loss / num_items_in_batch
+            if self.args.average_tokens_across_devices:  # Trainer's own scaling: gradients are averaged over ranks
+                loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+
 def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], validation_rows: list[dict],
                   adapter_dir: str, live_dir: str, checkpoint_dir: str, resume_key: str = "") -> dict:
     """Trains the LoRA adapter, resuming from the last complete checkpoint in checkpoint_dir when it was
     made by the same run (resume_key), then writes the adapter and the dvclive metrics and plots."""
-    from transformers import Trainer
-
     args = training_arguments(config, checkpoint_dir)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
-    trainer = Trainer(
+    trainer = labelled_logits_trainer()(
         model=model,
         args=args,
         train_dataset=to_dataset(train_rows),

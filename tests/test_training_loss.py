@@ -1,0 +1,78 @@
+"""The train stage's loss computes logits at labelled positions only: the same loss and gradients as
+Trainer's own, which computes them everywhere, for every architecture, and the same loss curve."""
+import dataclasses
+
+import pytest
+import torch
+from transformers import Trainer
+
+from conftest import ROOT
+from xsumtune.config import Config, LoraConfig, TrainConfig
+from xsumtune.modeling import apply_lora, load_base_model
+from xsumtune.tokenization import PromptEncoder
+from xsumtune.training import CompletionCollator, labelled_logits_trainer, to_dataset, training_arguments
+
+ARTICLES = [
+    ("The city council voted to close the library on Friday after a long debate about its costs.",
+     "A library is to close."),
+    ("Heavy rain flooded roads across the county overnight.", "Roads have been flooded across the county."),
+    ("The club signed a striker from a rival team on loan until the end of the season.", "A striker has joined."),
+    ("Scientists found a new species of frog in the forest.", "A new frog species has been found."),
+]
+
+
+def build(config: Config, tokenizer, tmp_path, trainer_class, rows):
+    model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)
+    return trainer_class(model=model, args=training_arguments(config, str(tmp_path)),
+                         train_dataset=to_dataset(rows), eval_dataset=to_dataset(rows[:2]),
+                         data_collator=CompletionCollator(tokenizer.pad_token_id))
+
+
+def config_for(model_config, **train) -> Config:
+    defaults = dict(epochs=1, batch_size=2, grad_accum=2, lr=1.0e-2, warmup_steps=0, logging_steps=1,
+                    save_steps=1000, optimizer="adamw_torch", gradient_checkpointing=False)
+    return Config(model=model_config, lora=LoraConfig(dropout=0.0), train=TrainConfig(**{**defaults, **train}))
+
+
+@pytest.mark.parametrize("architecture", ["tiny-phi", "tiny-llama"])
+def test_loss_and_gradients_equal_trainers_own(tmp_path, tokenizer, tiny_model_config, architecture):
+    model_config = dataclasses.replace(tiny_model_config, name=str(ROOT / "models" / "configs" / architecture))
+    config = config_for(model_config)
+    encoder = PromptEncoder(tokenizer, "direct")
+    rows = [encoder.encode(d, s, 128) for d, s in ARTICLES]
+    batch = CompletionCollator(tokenizer.pad_token_id)(rows)  # right-padded: rows of different lengths
+    assert batch["attention_mask"].sum(1).unique().numel() > 1
+
+    results = []
+    for trainer_class in (Trainer, labelled_logits_trainer()):
+        trainer = build(config, tokenizer, tmp_path / trainer_class.__name__, trainer_class, rows)
+        model = trainer.model
+        for items in (None, torch.tensor(37)):  # mean over the batch; or summed over an accumulation window
+            model.zero_grad()
+            loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
+            loss.backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+            results.append((loss.detach(), grads))
+    plain, labelled = results[:2], results[2:]
+    for (plain_loss, plain_grads), (loss, grads) in zip(plain, labelled):
+        assert torch.allclose(loss, plain_loss, rtol=1e-5, atol=1e-6), (loss, plain_loss)
+        assert plain_grads.keys() == grads.keys()
+        for name in grads:
+            assert torch.allclose(grads[name], plain_grads[name], rtol=1e-4, atol=1e-7), name
+    assert not torch.allclose(plain[0][0], plain[1][0])  # the two reductions differ: the check can tell them apart
+
+
+def test_loss_curve_equals_trainers_own(tmp_path, tokenizer, tiny_model_config):
+    """40 steps here; bench/train_parity.py compares 200 on a GPU with the real model."""
+    config = config_for(tiny_model_config, epochs=1, grad_accum=1, lr=5.0e-3, logging_steps=1)
+    encoder = PromptEncoder(tokenizer, "direct")
+    rows = [encoder.encode(d, s, 64) for d, s in ARTICLES] * 20  # 80 rows, 2 a step: 40 steps
+    curves = []
+    for trainer_class in (Trainer, labelled_logits_trainer()):
+        trainer = build(config, tokenizer, tmp_path / trainer_class.__name__, trainer_class, rows)
+        trainer.train()
+        curves.append([log["loss"] for log in trainer.state.log_history if "loss" in log])
+    plain, labelled = curves
+    assert len(plain) == len(labelled) == 40
+    assert plain[-1] < plain[0] - 0.2  # it learns: the curve has a shape to compare
+    assert max(abs(a - b) for a, b in zip(plain, labelled)) < 1e-3
