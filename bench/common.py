@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from xsumtune.config import LoraConfig, ModelConfig  # noqa: E402
-from xsumtune.data import Report, load_split  # noqa: E402
-from xsumtune.modeling import apply_lora, load_base_model  # noqa: E402
+from xsumtune.data.sources import Report, load_split  # noqa: E402
+from xsumtune.model.loading import apply_lora, load_base_model  # noqa: E402
 
 TOKENIZER = str(ROOT / "models" / "tokenizers" / "phi-2")
 PHI2 = str(ROOT / "models" / "configs" / "phi-2")

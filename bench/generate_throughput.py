@@ -16,8 +16,8 @@ import time
 import torch
 
 from common import TOKENIZER, cycle_seeded, phi2_random, profile_table, run_facts, write_result, xsum_test_rows
-from xsumtune.generation import generate_summaries, plan_batches
-from xsumtune.tokenization import PromptEncoder, load_tokenizer
+from xsumtune.generate.generation import generate_summaries, plan_batches
+from xsumtune.data.tokenization import PromptEncoder, load_tokenizer
 
 TEST_SET = 11_334  # XSum test articles
 

@@ -14,9 +14,9 @@ import torch
 from common import TOKENIZER, phi2_random, run_facts, write_result
 from train_throughput import examples
 from xsumtune.config import LoraConfig
-from xsumtune.modeling import apply_lora
-from xsumtune.tokenization import load_tokenizer
-from xsumtune.training import CompletionCollator, per_example_loss
+from xsumtune.model.loading import apply_lora
+from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.train.training import CompletionCollator, per_example_loss
 
 
 def build(fused_gelu: bool, fp32_weights: bool):

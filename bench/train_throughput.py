@@ -19,10 +19,10 @@ from transformers import Trainer, TrainerCallback
 
 from common import ROOT, TOKENIZER, cycle_seeded, phi2_random, profile_table, run_facts, write_result
 from xsumtune.config import Config, LoraConfig, TrainConfig
-from xsumtune.data import Report, load_split
-from xsumtune.modeling import apply_lora
-from xsumtune.tokenization import PromptEncoder, load_tokenizer
-from xsumtune.training import CompletionCollator, to_dataset, training_arguments
+from xsumtune.data.sources import Report, load_split
+from xsumtune.model.loading import apply_lora
+from xsumtune.data.tokenization import PromptEncoder, load_tokenizer
+from xsumtune.train.training import CompletionCollator, to_dataset, training_arguments
 
 PEAK_FLOPS = 790e12
 PARAMS = 2_779_683_840

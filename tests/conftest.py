@@ -34,7 +34,7 @@ def tiny_params() -> dict:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from xsumtune.tokenization import load_tokenizer
+    from xsumtune.data.tokenization import load_tokenizer
 
     return load_tokenizer(str(TOKENIZER_DIR))
 

@@ -9,9 +9,9 @@ from transformers import AutoConfig, Gemma2Config, GemmaConfig, LlamaConfig, Mis
 
 from conftest import ROOT
 from xsumtune.config import Config, ConfigError, LoraConfig, TrainConfig
-from xsumtune.modeling import apply_lora, load_base_model, resolve_target_modules
-from xsumtune.tokenization import PromptEncoder
-from xsumtune.training import train_adapter
+from xsumtune.model.loading import apply_lora, load_base_model, resolve_target_modules
+from xsumtune.data.tokenization import PromptEncoder
+from xsumtune.train.training import train_adapter
 
 PHI_TARGETS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
 GATED = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

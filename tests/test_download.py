@@ -14,8 +14,8 @@ import yaml
 from conftest import ROOT, tiny_params
 from repo_copy import clean_env, copy_repo, dvc
 from xsumtune.config import DownloadConfig
-from xsumtune.data import Report, load_split
-from xsumtune.download import SOURCE_FILE, download_dataset
+from xsumtune.data.sources import Report, load_split
+from xsumtune.data.download import SOURCE_FILE, download_dataset
 
 # A closed port on this machine: the hub refuses at once, whether or not the machine has a network.
 HUB_DOWN = {"HF_ENDPOINT": "http://127.0.0.1:9"}

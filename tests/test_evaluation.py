@@ -5,9 +5,9 @@ import pytest
 
 from conftest import ROOT
 from xsumtune.config import EvaluateConfig
-from xsumtune.data import Report, load_split
+from xsumtune.data.sources import Report, load_split
 from xsumtune.evaluation import decoding_options, evaluate_systems
-from xsumtune.generation import Generated
+from xsumtune.generate.generation import Generated
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_rouge_stemmer_reaches_every_score():
 def tiny_model():
     from conftest import TINY_CONFIG_DIR, TOKENIZER_DIR
     from xsumtune.config import ModelConfig
-    from xsumtune.modeling import load_base_model
+    from xsumtune.model.loading import load_base_model
 
     config = ModelConfig(name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR), dtype="float32")
     return load_base_model(config, seed=0).eval()
@@ -84,8 +84,8 @@ def tiny_model():
     EvaluateConfig(do_sample=True, temperature=0.7, top_p=0.9, sample_seed=1),
 ], ids=["beams", "sampling"])
 def test_decoding_options_generate_and_sampling_is_seeded(config, rows, tokenizer, tiny_model):
-    from xsumtune.generation import generate_summaries
-    from xsumtune.tokenization import PromptEncoder
+    from xsumtune.generate.generation import generate_summaries
+    from xsumtune.data.tokenization import PromptEncoder
 
     model = tiny_model
     encoder = PromptEncoder(tokenizer, "direct")

@@ -4,12 +4,12 @@ import random
 import pytest
 import torch
 
-from xsumtune.generation import (LineEnd, decode_new_tokens, first_line_with_text, generate_batch, generate_summaries,
+from xsumtune.generate.generation import (LineEnd, decode_new_tokens, first_line_with_text, generate_batch, generate_summaries,
                                  left_pad, line_ended, line_tokens, plan_batches)
-from xsumtune.modeling import apply_lora, load_base_model
+from xsumtune.model.loading import apply_lora, load_base_model
 from xsumtune.config import LoraConfig
-from xsumtune.data import Report, load_split
-from xsumtune.tokenization import PromptEncoder
+from xsumtune.data.sources import Report, load_split
+from xsumtune.data.tokenization import PromptEncoder
 from conftest import ROOT
 
 
@@ -91,7 +91,7 @@ def test_decode_keeps_the_first_line_with_text_before_eos(tokenizer):
 def test_line_end_stops_each_row_at_the_newline_after_its_first_text(tokenizer_dir):
     """Fed token by token, LineEnd fires first exactly where the decoded text first has a finished line."""
     from conftest import ROOT
-    from xsumtune.tokenization import load_tokenizer
+    from xsumtune.data.tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(str(ROOT / "models" / "tokenizers" / tokenizer_dir))
     texts = ["\n\nA council met.\nMore text.\n\n", "A council met.\n\nMore", " \n  \n\tStorms hit.\n", "No newline at all",
@@ -144,7 +144,7 @@ def test_fast_path_equals_plain_path_token_for_token(model, tokenizer, prompts):
 def test_generation_stops_once_every_sequence_has_ended(tokenizer):
     from conftest import TINY_CONFIG_DIR, TOKENIZER_DIR
     from xsumtune.config import ModelConfig
-    from xsumtune.generation import generate_batch
+    from xsumtune.generate.generation import generate_batch
 
     base = load_base_model(ModelConfig(name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR),
                                        dtype="float32"), 0).eval()
@@ -268,7 +268,7 @@ def test_plan_of_the_whole_xsum_test_set_keeps_each_batch_within_the_token_budge
     from conftest import compose_params
     from xsumtune.config import load_config
     from xsumtune.evaluation import build_prompts
-    from xsumtune.tokenization import load_tokenizer
+    from xsumtune.data.tokenization import load_tokenizer
 
     config = load_config(compose_params(tmp_path / "params.yaml", "phi2"))
     e = config.evaluate

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file
 
 from xsumtune.config import Config, LoraConfig, TrainConfig
-from xsumtune.modeling import apply_lora, load_base_model
-from xsumtune.tokenization import PromptEncoder
-from xsumtune.training import train_adapter
+from xsumtune.model.loading import apply_lora, load_base_model
+from xsumtune.data.tokenization import PromptEncoder
+from xsumtune.train.training import train_adapter
 
 ARTICLES = [
     ("The city council voted to close the library on Friday.", "A library is to close."),
@@ -87,7 +87,7 @@ def test_fast_training_path_keeps_each_examples_loss(tokenizer, tiny_model_confi
     """The fast recipe (fused gelu, bf16 adapter weights, batches grouped by length) gives each example the
     loss the plain recipe gives it, within bf16 tolerance; padding never changes an example's loss."""
 
-    from xsumtune.training import CompletionCollator, per_example_loss
+    from xsumtune.train.training import CompletionCollator, per_example_loss
 
     rows = examples(tokenizer)
     collate = CompletionCollator(tokenizer.pad_token_id)

@@ -9,8 +9,8 @@ import sacrebleu
 
 from conftest import ROOT, write_jsonl
 from xsumtune import metrics
-from xsumtune.baselines import lead_1
-from xsumtune.bertscore import load_bertscorer
+from xsumtune.score.baselines import lead_1
+from xsumtune.score.bertscore import load_bertscorer
 from xsumtune.metrics import (Scorer, bleu_from_statistics, bleu_statistics, bug_detectors, copied_from_article,
                               corpus_scores, meteor_scores, novel_ngram_share, repeated_ngram_share, sentence_count,
                               summary_properties)

@@ -8,11 +8,11 @@ from matplotlib.image import imread
 
 from conftest import ROOT
 from xsumtune.config import EvaluateConfig
-from xsumtune.data import Report, load_split
+from xsumtune.data.sources import Report, load_split
 from xsumtune.evaluation import evaluate_systems
-from xsumtune.figures import read_loss_curves, write_figures
-from xsumtune.generation import Generated
-from xsumtune.report import length_histogram, pick_examples, render, rouge_by_system
+from xsumtune.report.figures import read_loss_curves, write_figures
+from xsumtune.generate.generation import Generated
+from xsumtune.report.markdown import length_histogram, pick_examples, render, rouge_by_system
 
 
 def evaluation():

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import ROOT, tiny_params
-from xsumtune.seeds import experiments_from_show, spread
+from xsumtune.report.seeds import experiments_from_show, spread
 
 
 def shown(scores_by_seed: dict[int, float], lr=None) -> list[dict]:

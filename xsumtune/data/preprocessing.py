@@ -6,8 +6,8 @@ import statistics
 import numpy as np
 
 from xsumtune.config import Config
-from xsumtune.data import DataError, Report, load_split, take_subsets
-from xsumtune.tokenization import PromptEncoder
+from xsumtune.data.sources import DataError, Report, load_split, take_subsets
+from xsumtune.data.tokenization import PromptEncoder
 
 SPLITS = ("train", "validation", "test")
 
