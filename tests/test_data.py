@@ -144,7 +144,7 @@ def prepare(tmp_path, tokenizer, validation, test, **data):
     write_jsonl(tmp_path / "test.jsonl", test)
     params = tiny_params()
     params["prompt"]["max_seq_len"] = 48
-    params["evaluate"]["max_new_tokens"] = 8
+    params["generate"]["max_new_tokens"] = 8
     params["data"].update({"source": str(tmp_path), "train_split": "validation", "validation_split": "validation",
                            "test_split": "test", "train_size": 3, "validation_size": 2, "test_size": None,
                            "min_test_size": 1, **data})
