@@ -1,4 +1,4 @@
-"""Generation throughput of the evaluate stage's code on Phi-2's architecture (random weights, bf16).
+"""Generation throughput of the generate stage's code on Phi-2's architecture (random weights, bf16).
 
 Prompts: the real XSum test sample under the default template, cycled to --prompts; exactly
 --new-tokens new tokens per article (random weights never emit eos, so min = max). Runs the plain path

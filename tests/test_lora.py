@@ -5,7 +5,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny, tiny_config
+from conftest import ROOT, tiny, tiny_config
 from xsumtune.model.loading import apply_lora, load_base_model
 from xsumtune.data.tokenization import PromptEncoder
 from xsumtune.train.training import train_adapter
@@ -87,7 +87,11 @@ def test_fast_training_path_keeps_each_examples_loss(tokenizer, tiny_model_confi
     """The fast recipe (fused gelu, bf16 adapter weights, batches grouped by length) gives each example the
     loss the plain recipe gives it, within bf16 tolerance; padding never changes an example's loss."""
 
-    from xsumtune.train.training import CompletionCollator, per_example_loss
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))  # the loss the parity benchmark measures, used here on a CPU
+    from common import per_example_loss
+    from xsumtune.train.training import CompletionCollator
 
     rows = examples(tokenizer)
     collate = CompletionCollator(tokenizer.pad_token_id)

@@ -158,16 +158,6 @@ def save_adapter(model, tokenizer, adapter_dir: str) -> None:
         _sort_target_modules(scratch / "adapter_config.json")
 
 
-@torch.no_grad()
-def per_example_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over each row's labelled tokens (float32): what a batch's loss is made of."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
-                                               reduction="none")
-    return losses.sum(1) / (labels != IGNORE_INDEX).sum(1)
-
-
 def _sort_target_modules(config_path: Path) -> None:
     """peft stores target_modules from a set, in an order that changes with Python's hash seed; sorted,
     the same training gives the same adapter directory byte for byte."""
