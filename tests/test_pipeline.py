@@ -1,5 +1,6 @@
 """The default profile end to end: `dvc repro` in a temporary copy of the repository, then `dvc exp show`."""
 import json
+import os
 import sys
 
 import pytest
@@ -62,10 +63,16 @@ def test_default_profile_repro_writes_metrics(repo):
                    "fine_tuned.failed", "fine_tuned.empty", "loss.eval", "generate.num_beams",
                    "score.bootstrap_resamples"):
         assert column in table
-    # the headline reads at a terminal's width, and no declared metrics file is missing
+    # the headline is one small row, and no declared metrics file is missing
     shown = dvc("metrics", "show", cwd=repo)
     assert "failed to load" not in shown.stdout + shown.stderr
-    assert max(len(line) for line in shown.stdout.splitlines()) <= 120, shown.stdout
+    assert [line.split()[0] for line in shown.stdout.splitlines()] == ["Path", "metrics/headline.json"]
+    assert len(shown.stdout.split()) == 2 * (1 + sum(map(len, headline.values()))), shown.stdout
+    # at a 120-column terminal the fine-tuned model's figures read in full, after the documented --keep
+    narrow = dvc("exp", "show", "--no-pager", "--drop", ".*", "--keep", "Experiment|fine_tuned", cwd=repo,
+                 env={**os.environ, "COLUMNS": "120"}).stdout
+    assert max(map(len, narrow.splitlines())) <= 120 and "fine_tuned.rougeL" in narrow, narrow
+    assert f"{headline['fine_tuned']['rougeL']:g}" in narrow, narrow
     plots = json.loads(dvc("plots", "show", "--json", cwd=repo).stdout)
     assert {"ROUGE-L by system", "Summary length (words, bins of 5)", "Loss"} <= set(plots["data"])
     assert "errors" not in plots
