@@ -1,7 +1,6 @@
 """The pipeline's stages: Click commands run as `python -m stages.<name>`."""
 import functools
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -42,5 +41,7 @@ def fail_cleanly(command):
 
 def _out_of_memory(error: Exception) -> bool:
     """torch's out-of-memory error; a stage that never imported torch can't have raised it (so none is imported)."""
+    import sys
+
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(error, torch.OutOfMemoryError)
