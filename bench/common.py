@@ -1,10 +1,12 @@
 """Shared by the benchmarks: real XSum prompt lengths, Phi-2's architecture with random weights, run facts."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import random
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -12,12 +14,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from xsumtune.config import LoraConfig, ModelConfig  # noqa: E402
-from xsumtune.data import Report, load_split  # noqa: E402
-from xsumtune.modeling import apply_lora, load_base_model  # noqa: E402
+from xsumtune.config import Config, load_config  # noqa: E402
+from xsumtune.data.sources import Report, load_split  # noqa: E402
+from xsumtune.data.tokenization import IGNORE_INDEX  # noqa: E402
+from xsumtune.model.loading import apply_lora, load_base_model  # noqa: E402
 
 TOKENIZER = str(ROOT / "models" / "tokenizers" / "phi-2")
 PHI2 = str(ROOT / "models" / "configs" / "phi-2")
+
+
+def profile_config(profile: str = "phi2-random", overrides: tuple[str, ...] = ()) -> Config:
+    """A profile's params, composed from conf/ as `dvc exp run -S profile=...` does, typed: what a stage reads."""
+    from dvc.utils.hydra import compose_and_dump
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "params.yaml"
+        compose_and_dump(path, str(ROOT / "conf"), None, "config", str(ROOT), [f"profile={profile}", *overrides])
+        return load_config(path)
 
 
 def xsum_test_rows() -> list[dict]:
@@ -34,17 +47,28 @@ def cycle_seeded(rows: list, count: int, seed: int = 0) -> list:
 def phi2_random(dtype: str = "bfloat16", quantization: str = "none", seed: int = 0, lora: bool = True,
                 fused_gelu: bool = False):
     """Phi-2's exact architecture, random weights, with the reference LoRA (B drawn non-zero so it counts)."""
-    config = ModelConfig(name=PHI2, weights="random", tokenizer=TOKENIZER, dtype=dtype, quantization=quantization,
-                         fused_gelu=fused_gelu)
+    profile = profile_config()
+    config = dataclasses.replace(profile.model, name=PHI2, weights="random", tokenizer=TOKENIZER, dtype=dtype,
+                                 quantization=quantization, fused_gelu=fused_gelu)
     model = load_base_model(config, seed)
     if not lora:
         return model
-    model = apply_lora(model, LoraConfig(), seed)
+    model = apply_lora(model, profile.lora, seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.02)
     return model
+
+
+@torch.no_grad()
+def per_example_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over each row's labelled tokens (float32): what a batch's loss is made of."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
+                                               reduction="none")
+    return losses.sum(1) / (labels != IGNORE_INDEX).sum(1)
 
 
 def run_facts() -> dict:

@@ -1,4 +1,4 @@
-"""Generation throughput of the evaluate stage's code on Phi-2's architecture (random weights, bf16).
+"""Generation throughput of the generate stage's code on Phi-2's architecture (random weights, bf16).
 
 Prompts: the real XSum test sample under the default template, cycled to --prompts; exactly
 --new-tokens new tokens per article (random weights never emit eos, so min = max). Runs the plain path
@@ -16,8 +16,8 @@ import time
 import torch
 
 from common import TOKENIZER, cycle_seeded, phi2_random, profile_table, run_facts, write_result, xsum_test_rows
-from xsumtune.generation import generate_summaries, plan_batches
-from xsumtune.tokenization import PromptEncoder, load_tokenizer
+from xsumtune.generate.generation import generate_summaries, plan_batches
+from xsumtune.data.tokenization import PromptEncoder, load_tokenizer
 
 TEST_SET = 11_334  # XSum test articles
 

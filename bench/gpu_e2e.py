@@ -94,7 +94,7 @@ def headline(repo: Path) -> dict:
         file = repo / path
         return json.loads(file.read_text()) if file.exists() else None
 
-    evaluate, train, preprocess = load("metrics/evaluate.json"), load("metrics/train/metrics.json"), \
+    evaluate, train, preprocess = load("metrics/score.json"), load("metrics/train/metrics.json"), \
         load("metrics/preprocess.json")
     result = {"train": train, "preprocess": preprocess and {k: v for k, v in preprocess.items()}}
     if evaluate:
@@ -106,7 +106,7 @@ def headline(repo: Path) -> dict:
                            for k in evaluate if k.startswith("gain_over_")}
         result["bugs"] = {name: system.get("bugs") for name, system in systems.items()}
         result["generation"] = {name: system.get("generation") for name, system in systems.items()}
-    result["run_info"] = {stage: load(f"metrics/run/{stage}.json") for stage in ("train", "evaluate")}
+    result["run_info"] = {stage: load(f"metrics/run/{stage}.json") for stage in ("train", "generate")}
     return result
 
 

@@ -8,19 +8,20 @@ Same base weights, same non-zero adapter, same batch of real XSum examples; also
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 
-from common import TOKENIZER, phi2_random, run_facts, write_result
+from common import TOKENIZER, per_example_loss, phi2_random, profile_config, run_facts, write_result
 from train_throughput import examples
-from xsumtune.config import LoraConfig
-from xsumtune.modeling import apply_lora
-from xsumtune.tokenization import load_tokenizer
-from xsumtune.training import CompletionCollator, per_example_loss
+from xsumtune.model.loading import apply_lora
+from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.train.training import CompletionCollator
 
 
 def build(fused_gelu: bool, fp32_weights: bool):
-    model = apply_lora(phi2_random(lora=False, fused_gelu=fused_gelu), LoraConfig(fp32_weights=fp32_weights), 0)
+    model = apply_lora(phi2_random(lora=False, fused_gelu=fused_gelu), 
+                       dataclasses.replace(profile_config().lora, fp32_weights=fp32_weights), 0)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, param in model.named_parameters():

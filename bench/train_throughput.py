@@ -17,12 +17,11 @@ import time
 import torch
 from transformers import Trainer, TrainerCallback
 
-from common import ROOT, TOKENIZER, cycle_seeded, phi2_random, profile_table, run_facts, write_result
-from xsumtune.config import Config, LoraConfig, TrainConfig
-from xsumtune.data import Report, load_split
-from xsumtune.modeling import apply_lora
-from xsumtune.tokenization import PromptEncoder, load_tokenizer
-from xsumtune.training import CompletionCollator, to_dataset, training_arguments
+from common import TOKENIZER, cycle_seeded, phi2_random, profile_config, profile_table, run_facts, write_result
+from xsumtune.data.preprocessing import prepare_splits
+from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.model.loading import apply_lora
+from xsumtune.train.training import CompletionCollator, to_dataset, training_arguments
 
 PEAK_FLOPS = 790e12
 PARAMS = 2_779_683_840
@@ -92,18 +91,23 @@ class CountingCollator(CompletionCollator):
         return batch
 
 
+# The preprocess stage's own code on the phi2-random profile (the default template, max_seq_len 1126),
+# training examples drawn from both sample files: the sample's validation and (all but 10) test articles.
+EXAMPLES = ("data.train_size=null", "data.validation_split=test", "data.validation_size=990", "data.test_size=10")
+
+
 def examples(tokenizer, count: int) -> list[dict]:
-    rows = []
-    for split in ("validation", "test"):
-        rows += load_split(str(ROOT / "data" / "sample"), split, "error", Report())
-    encoder = PromptEncoder(tokenizer, "direct")
-    return [encoder.encode(r["document"], r["summary"], 1126) for r in cycle_seeded(rows, count)]
+    processed, _ = prepare_splits(profile_config("phi2-random", EXAMPLES), tokenizer)
+    return cycle_seeded(processed["train"] + processed["validation"], count)
 
 
 def run(name: str, steps: int, warmup: int, tokenizer, data, profile_to: str | None = None) -> dict:
     spec = VARIANTS[name]
-    train = TrainConfig(epochs=1, lr=2.0e-4, warmup_steps=0, logging_steps=1000, **spec["train"])
-    config = Config(train=train, lora=LoraConfig(fp32_weights=spec.get("lora_fp32", True)))
+    reference = profile_config("phi2-random")
+    train = dataclasses.replace(reference.train, epochs=1, lr=2.0e-4, warmup_steps=0, logging_steps=1000,
+                                group_by_length=False, **spec["train"])
+    config = dataclasses.replace(reference, train=train,
+                                 lora=dataclasses.replace(reference.lora, fp32_weights=spec.get("lora_fp32", True)))
     torch.cuda.reset_peak_memory_stats()
     model = apply_lora(phi2_random(dtype=spec["dtype"], quantization=spec["quantization"], lora=False,
                                    fused_gelu=spec.get("fused_gelu", False)),

@@ -13,15 +13,14 @@ if platform.machine().lower() in ("x86_64", "amd64"):
         os.environ.setdefault(_name, _value)
 
 import click
-import torch
 
 from xsumtune.config import ConfigError
-from xsumtune.data import DataError
+from xsumtune.data.sources import DataError
 
 OUT_OF_MEMORY_HELP = (
     "out of GPU memory in {stage}. Lower what the step holds, for example: train.batch_size (raise "
     "train.grad_accum to keep the effective batch), prompt.max_seq_len, train.gradient_checkpointing: true, "
-    "model.quantization: nf4; for evaluation evaluate.token_budget or evaluate.batch_size. Nothing was written."
+    "model.quantization: nf4; for generation generate.token_budget or generate.batch_size. Nothing was written."
 )
 # Set by stages.launch for several processes: each rank leaves its message there, and the launcher prints
 # the first failed rank's once, after torchrun has finished, instead of every rank printing its own.
@@ -38,10 +37,20 @@ def fail_cleanly(command):
             return command(*args, **kwargs)
         except (ConfigError, DataError, FileNotFoundError) as error:
             message = str(error)
-        except torch.OutOfMemoryError as error:
+        except Exception as error:
+            if not _out_of_memory(error):
+                raise
             message = OUT_OF_MEMORY_HELP.format(stage=command.__module__) + f" ({str(error).splitlines()[0]})"
         if os.environ.get(ERROR_DIR):
             (Path(os.environ[ERROR_DIR]) / f"rank-{os.environ.get('RANK', 0)}").write_text(message, encoding="utf-8")
             raise click.exceptions.Exit(1)
         raise click.ClickException(message)
     return wrapper
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """torch's out-of-memory error; a stage that never imported torch can't have raised it (so none is imported)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)

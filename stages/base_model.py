@@ -2,7 +2,7 @@
 import click
 
 from stages import fail_cleanly
-from xsumtune.base_model import FetchError, build_base_model
+from xsumtune.model.base_model import FetchError, build_base_model
 from xsumtune.config import load_config
 
 

@@ -2,19 +2,18 @@
 
     python -m stages.baseline --source data/sample --split test
 
-Prints one JSON object: ROUGE, BLEU (×100) and their bootstrap 95% intervals, scored as the evaluate
-stage scores, with evaluate.bootstrap_resamples, evaluate.bootstrap_seed and evaluate.rouge_stemmer from the
-params file.
+Prints one JSON object: ROUGE, BLEU (×100) and their bootstrap 95% intervals, scored as the score stage
+scores, with the params file's score section.
 """
 import json
 
 import click
 
 from stages import fail_cleanly
-from xsumtune.baselines import lead_1
 from xsumtune.config import load_config
-from xsumtune.data import Report, load_split
-from xsumtune.metrics import Scorer, bleu_statistics, corpus_scores
+from xsumtune.data.sources import Report, load_split
+from xsumtune.score.baselines import lead_1
+from xsumtune.score.scorer import Scorer, score_system
 
 
 @click.command()
@@ -24,13 +23,10 @@ from xsumtune.metrics import Scorer, bleu_statistics, corpus_scores
 @fail_cleanly
 def main(source, split, params):
     config = load_config(params)
-    evaluate = config.evaluate
     rows = load_split(source, split, config.data.on_bad_row, Report())
     summaries = [lead_1(row["document"]) for row in rows]
-    references = [row["summary"] for row in rows]
-    scores = Scorer(rouge_stemmer=evaluate.rouge_stemmer).per_example(summaries, references)
-    result = corpus_scores(scores, bleu_statistics(summaries, references), evaluate.bootstrap_resamples,
-                           evaluate.bootstrap_seed)
+    result, _ = score_system(Scorer.from_config(config.score), summaries, [row["summary"] for row in rows],
+                             config.score)
     click.echo(json.dumps({"examples": len(rows), **result}))
 
 

@@ -9,7 +9,7 @@ the difference with its 95% bootstrap interval, a permutation-test p-value and p
 import click
 
 from stages import fail_cleanly
-from xsumtune.comparison import comparison_table, compare_predictions, read_predictions
+from xsumtune.score.comparison import comparison_table, compare_predictions, read_predictions
 from xsumtune.config import load_config
 from xsumtune.io import write_json
 
@@ -23,16 +23,16 @@ from xsumtune.io import write_json
 @click.option("--path", "path_in_rev", default="metrics/predictions.jsonl", show_default=True,
               help="Where a revision keeps its predictions.")
 @click.option("--params", default="params.yaml", show_default=True,
-              help="evaluate.bootstrap_resamples, evaluate.bootstrap_seed and evaluate.rouge_stemmer come from here.")
+              help="score.bootstrap_resamples, score.bootstrap_seed and score.rouge_stemmer come from here.")
 @click.option("--output", help="Also write the result as JSON here.")
 @fail_cleanly
 def main(baseline, candidate, baseline_field, candidate_field, path_in_rev, params, output):
-    evaluate = load_config(params).evaluate
+    score = load_config(params).score
     try:
         baseline_name, baseline_pairs = read_predictions(baseline, baseline_field, path_in_rev)
         candidate_name, candidate_pairs = read_predictions(candidate, candidate_field, path_in_rev)
-        result = compare_predictions(baseline_pairs, candidate_pairs, evaluate.bootstrap_resamples,
-                                     evaluate.bootstrap_seed, evaluate.rouge_stemmer)
+        result = compare_predictions(baseline_pairs, candidate_pairs, score.bootstrap_resamples,
+                                     score.bootstrap_seed, score.rouge_stemmer)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     result = {"baseline": f"{baseline_name} [{baseline_field}]", "candidate": f"{candidate_name} [{candidate_field}]",

@@ -3,7 +3,7 @@ import click
 
 from stages import fail_cleanly
 from xsumtune.config import load_config
-from xsumtune.download import download_dataset
+from xsumtune.data.download import download_dataset
 
 
 @click.command()

@@ -8,7 +8,7 @@ filled; the `rater` column, or else the file name, says who rated.
 import click
 
 from stages import fail_cleanly
-from xsumtune.human_eval import RatingsError, read_all_ratings, summarize_ratings
+from xsumtune.report.human_eval import RatingsError, read_all_ratings, summarize_ratings
 from xsumtune.io import read_jsonl, write_json
 
 

@@ -5,9 +5,9 @@ import click
 from stages import fail_cleanly
 from xsumtune.config import load_config
 from xsumtune.io import write_json, write_parquet
-from xsumtune.preprocessing import prepare_splits
+from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.provenance import describe_run
-from xsumtune.tokenization import load_tokenizer
+from xsumtune.data.tokenization import load_tokenizer
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""Score existing predictions against references with the pipeline's ROUGE; no model needed.
+"""Score existing predictions against references with the score stage's ROUGE; no model, no torch.
 
 Each file is plain text (one summary per line) or jsonl (fields `prediction` / `reference`).
 Prints one JSON object: rouge1, rouge2, rougeL, rougeLsum (F1 ×100, stemmed). --stemmer rouge155 stems as
@@ -8,8 +8,9 @@ import json
 
 import click
 
-from xsumtune.rouge import STEMMERS, score_corpus
-from xsumtune.scoring import read_texts
+from xsumtune.score.rouge import STEMMERS
+from xsumtune.score.scorer import mean_scores, rouge_scores
+from xsumtune.score.texts import read_texts
 
 
 @click.command()
@@ -19,7 +20,8 @@ from xsumtune.scoring import read_texts
               help="porter: rouge-score's (Hugging Face evaluate's); rouge155: ROUGE-1.5.5's -m (most papers').")
 def main(predictions, references, stemmer):
     try:
-        rouge, _ = score_corpus(read_texts(predictions, "prediction"), read_texts(references, "reference"), stemmer)
+        rouge = mean_scores(rouge_scores(read_texts(predictions, "prediction"), read_texts(references, "reference"),
+                                         stemmer))
     except ValueError as error:
         raise click.ClickException(f"{predictions} vs {references}: {error}") from None
     click.echo(json.dumps(rouge))

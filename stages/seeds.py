@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from xsumtune.seeds import experiments_from_show, spread
+from xsumtune.report.seeds import experiments_from_show, spread
 
 
 @click.command()

@@ -5,13 +5,14 @@ import click
 
 from stages import fail_cleanly
 from xsumtune.checkpoints import fingerprint
-from xsumtune.config import check_runtime, load_config
+from xsumtune.config import load_config
 from xsumtune.distributed import is_main, rank, world_size
 from xsumtune.io import read_parquet, write_json
-from xsumtune.modeling import apply_lora, load_base_model
+from xsumtune.model.loading import apply_lora, load_base_model
+from xsumtune.model.runtime import check_runtime
 from xsumtune.provenance import describe_run
-from xsumtune.tokenization import load_tokenizer
-from xsumtune.training import adapter_checksum, train_adapter
+from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.train.training import adapter_checksum, train_adapter
 
 
 @click.command()

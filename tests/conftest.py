@@ -32,19 +32,44 @@ def tiny_params() -> dict:
     return yaml.safe_load(_tiny_params_text())
 
 
+def tiny_config(**sections):
+    """The tiny profile's typed config, with whole sections replaced; the dataclasses carry no defaults, so
+    tests start from a profile."""
+    import dataclasses
+
+    return dataclasses.replace(_tiny_config(), **sections)
+
+
+@functools.cache
+def _tiny_config():
+    import tempfile
+
+    from xsumtune.config import load_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(_tiny_params_text())
+        return load_config(path)
+
+
+def tiny(section: str, **changes):
+    """One section of the tiny profile's config, with changes: tiny("score", bootstrap_resamples=50)."""
+    import dataclasses
+
+    return dataclasses.replace(getattr(_tiny_config(), section), **changes)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
-    from xsumtune.tokenization import load_tokenizer
+    from xsumtune.data.tokenization import load_tokenizer
 
     return load_tokenizer(str(TOKENIZER_DIR))
 
 
 @pytest.fixture
 def tiny_model_config():
-    from xsumtune.config import ModelConfig
-
-    return ModelConfig(name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR),
-                       dtype="float32", quantization="none")
+    return tiny("model", name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR),
+                dtype="float32", quantization="none")
 
 
 def write_jsonl(path: Path, rows) -> Path:

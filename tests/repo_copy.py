@@ -11,7 +11,7 @@ from conftest import ROOT, compose_params
 GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
 # -S overrides that shrink the default profile to seconds per experiment: same stages, less data.
 SHRINK = {"data.train_size": 16, "data.validation_size": 4, "data.test_size": 4, "prompt.max_seq_len": 256,
-          "evaluate.zero_shot": False}
+          "generate.zero_shot": False}
 
 
 def run(args, cwd, check=True, env=None, timeout=600):

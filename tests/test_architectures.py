@@ -7,11 +7,11 @@ import pytest
 import torch
 from transformers import AutoConfig, Gemma2Config, GemmaConfig, LlamaConfig, MistralConfig, Qwen2Config
 
-from conftest import ROOT
-from xsumtune.config import Config, ConfigError, LoraConfig, TrainConfig
-from xsumtune.modeling import apply_lora, load_base_model, resolve_target_modules
-from xsumtune.tokenization import PromptEncoder
-from xsumtune.training import train_adapter
+from conftest import ROOT, tiny, tiny_config
+from xsumtune.config import ConfigError
+from xsumtune.model.loading import apply_lora, load_base_model, resolve_target_modules
+from xsumtune.data.tokenization import PromptEncoder
+from xsumtune.train.training import train_adapter
 
 PHI_TARGETS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
 GATED = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -44,9 +44,9 @@ def adapted_layers(model) -> set[str]:
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 def test_phi_targets_resolve_and_training_moves_the_adapter_only(tmp_path, tokenizer, tiny_model_config,
                                                                 architecture):
-    config = Config(
-        model=model_config(tmp_path, tiny_model_config, architecture), lora=LoraConfig(target_modules=PHI_TARGETS),
-        train=TrainConfig(epochs=2, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=1,
+    config = tiny_config(
+        model=model_config(tmp_path, tiny_model_config, architecture), lora=tiny("lora", target_modules=PHI_TARGETS),
+        train=tiny("train", epochs=2, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=1,
                           optimizer="adamw_torch"),
     )
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)

@@ -7,8 +7,8 @@ import yaml
 
 from conftest import ROOT, tiny_params
 from xsumtune.config import load_config
-from xsumtune.data import DataError, Report, load_split
-from xsumtune.preprocessing import prepare_splits
+from xsumtune.data.sources import DataError, Report, load_split
+from xsumtune.data.preprocessing import prepare_splits
 
 CORPUS = ROOT / "tests" / "fixtures" / "bad-input"
 

@@ -93,7 +93,7 @@ def test_cuda_branch_of_device_and_model_loading(monkeypatch, tiny_model_config)
     """No GPU here: force the CUDA branch so an undefined name on it fails on a CPU too."""
     import torch
 
-    from xsumtune import modeling
+    from xsumtune.model import loading as modeling
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "1")

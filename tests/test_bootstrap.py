@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, write_jsonl
-from xsumtune.bootstrap import mean_intervals, paired_comparison
-from xsumtune.comparison import ComparisonError, compare_predictions, read_predictions
-from xsumtune.data import Report, load_split
+from xsumtune.score.bootstrap import mean_intervals, paired_comparison
+from xsumtune.score.comparison import ComparisonError, compare_predictions, read_predictions
+from xsumtune.data.sources import Report, load_split
 
 
 def test_intervals_contain_the_mean_and_shrink_with_more_examples():

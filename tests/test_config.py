@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from conftest import tiny_params
-from xsumtune.config import Config, ConfigError, check_precision, load_config
+from xsumtune.config import Config, ConfigError, load_config
+from xsumtune.model.runtime import check_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.stem for p in (ROOT / "conf" / "profile").glob("*.yaml"))
@@ -25,6 +26,48 @@ def test_params_yaml_loads():
     assert isinstance(config, Config)
     # the default profile: a real pretrained model, fetched by the base_model stage from a pinned package
     assert (config.model.weights, config.model.name, config.base.source) == ("pretrained", "models/base", "package")
+
+
+def keys_of(mapping: dict) -> dict:
+    return {key: keys_of(value) if isinstance(value, dict) else None for key, value in mapping.items()}
+
+
+def test_conf_config_yaml_and_the_dataclasses_name_the_same_keys():
+    """conf/config.yaml is the one home of every default: it sets each key the dataclasses declare, and no other."""
+    import typing
+
+    def fields(cls):
+        hints = typing.get_type_hints(cls)
+        return {f.name: fields(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else None
+                for f in dataclasses.fields(cls)}
+
+    reference = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())
+    reference.pop("defaults")  # Hydra's composition list, not a param
+    assert keys_of(reference) == fields(Config)
+
+
+def test_the_dataclasses_carry_no_second_default():
+    def defaults(cls):
+        import typing
+
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                yield f"{cls.__name__}.{f.name}"
+            if dataclasses.is_dataclass(hints[f.name]):
+                yield from defaults(hints[f.name])
+
+    assert list(defaults(Config)) == []
+
+
+@pytest.mark.parametrize("section, key", [("score", "bootstrap_seed"), ("generate", "cache"), ("train", "lr")])
+def test_a_params_file_missing_a_key_is_refused(tmp_path, section, key):
+    path = write_params(tmp_path, lambda p: p[section].pop(key))
+    with pytest.raises(ConfigError, match=f"missing key {section}.{key} "):
+        load_config(path)
+    path = write_params(tmp_path, lambda p: p.pop(section))
+    with pytest.raises(ConfigError, match=f"missing key {section} "):
+        load_config(path)
 
 
 def test_params_yaml_is_the_default_composition(tmp_path):
@@ -50,9 +93,9 @@ def test_real_profile_is_the_reference_experiment(tmp_path):
     assert (config.train.epochs, config.train.batch_size, config.train.grad_accum) == (3, 2, 8)
     assert (config.train.lr, config.train.warmup_steps, config.train.scheduler) == (2.0e-4, 100, "cosine")
     assert config.model.quantization == "nf4"
-    assert config.evaluate.max_new_tokens == 60
+    assert config.generate.max_new_tokens == 60
     # bf16 where the GPU has it; QLoRA's adapter is never merged into 4-bit weights
-    assert (config.model.dtype, config.model.compute_dtype, config.evaluate.merge_adapter) == \
+    assert (config.model.dtype, config.model.compute_dtype, config.generate.merge_adapter) == \
         ("bfloat16", "bfloat16", False)
 
 
@@ -73,20 +116,20 @@ def write_params(tmp_path, edit):
     (lambda p: p["lora"].update(r=1.5), "lora.r: expected an integer"),
     (lambda p: p["prompt"].update(template="poem"), "prompt.template: unknown template 'poem'"),
     (lambda p: p["model"].update(quantization="int3"), "model.quantization: expected one of"),
-    (lambda p: p["evaluate"].update(max_new_tokens=0), "evaluate.max_new_tokens: must be > 0"),
-    (lambda p: p["evaluate"].update(max_new_tokens=5000), "evaluate.max_new_tokens: 5000 leaves no room"),
+    (lambda p: p["generate"].update(max_new_tokens=0), "generate.max_new_tokens: must be > 0"),
+    (lambda p: p["generate"].update(max_new_tokens=5000), "generate.max_new_tokens: 5000 leaves no room"),
     (lambda p: p["lora"].update(target_modules="everything"), "lora.target_modules"),
     (lambda p: p["data"].update(on_bad_row="skip"), "data.on_bad_row"),
     (lambda p: p.update(train=[1, 2]), "train: expected a mapping"),
     (lambda p: p["train"].update(save_steps=7, logging_steps=2), "train.save_steps: 7 must be a multiple"),
-    (lambda p: p["evaluate"].update(length_penalty=1.5), "evaluate.length_penalty: acts only with beam search"),
-    (lambda p: p["evaluate"].update(temperature=0.7), "evaluate.temperature: acts only when sampling"),
-    (lambda p: p["evaluate"].update(do_sample=True, top_p=1.5), "evaluate.top_p: must be in (0, 1]"),
-    (lambda p: p["evaluate"].update(no_repeat_ngram_size=-1), "evaluate.no_repeat_ngram_size: must be >= 0"),
-    (lambda p: p["evaluate"].update(min_new_tokens=-1), "evaluate.min_new_tokens: must be in [0, "),
-    (lambda p: p["evaluate"].update(min_new_tokens=61), "evaluate.min_new_tokens: must be in [0, "),
-    (lambda p: p["evaluate"].update(bootstrap_resamples=0), "evaluate.bootstrap_resamples: must be > 0"),
-    (lambda p: p["evaluate"].update(bertscore_model=3), "evaluate.bertscore_model: expected str or NoneType"),
+    (lambda p: p["generate"].update(length_penalty=1.5), "generate.length_penalty: acts only with beam search"),
+    (lambda p: p["generate"].update(temperature=0.7), "generate.temperature: acts only when sampling"),
+    (lambda p: p["generate"].update(do_sample=True, top_p=1.5), "generate.top_p: must be in (0, 1]"),
+    (lambda p: p["generate"].update(no_repeat_ngram_size=-1), "generate.no_repeat_ngram_size: must be >= 0"),
+    (lambda p: p["generate"].update(min_new_tokens=-1), "generate.min_new_tokens: must be in [0, "),
+    (lambda p: p["generate"].update(min_new_tokens=61), "generate.min_new_tokens: must be in [0, "),
+    (lambda p: p["score"].update(bootstrap_resamples=0), "score.bootstrap_resamples: must be > 0"),
+    (lambda p: p["score"].update(bertscore_model=3), "score.bertscore_model: expected str or NoneType"),
     (lambda p: p["report"].update(examples=0), "report.examples: must be > 0"),
     (lambda p: p["report"].update(example=3), "unknown key report.example"),
     (lambda p: p["data"].update(min_test_size=0), "data.min_test_size: must be > 0"),
@@ -94,8 +137,8 @@ def write_params(tmp_path, edit):
     (lambda p: p["download"].update(splits="test"), "download.splits: expected a non-empty list of strings"),
     (lambda p: (p["model"].update(dtype="float16"), p["lora"].update(fp32_weights=False)),
      "lora.fp32_weights: must be true with model.dtype: float16"),
-    (lambda p: (p["model"].update(quantization="nf4"), p["evaluate"].update(merge_adapter=True)),
-     "evaluate.merge_adapter: must be false with model.quantization: nf4"),
+    (lambda p: (p["model"].update(quantization="nf4"), p["generate"].update(merge_adapter=True)),
+     "generate.merge_adapter: must be false with model.quantization: nf4"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     path = write_params(tmp_path, edit)
@@ -121,7 +164,7 @@ def test_bfloat16_is_refused_on_a_gpu_without_it(tmp_path):
     check_precision(bf16, "NVIDIA H200", bf16_supported=True)
     check_precision(bf16, None, bf16_supported=False)  # a CPU runs bf16
     check_precision(config(dtype="float16"), "Tesla T4", bf16_supported=False)
-    nf4 = Config(model=dataclasses.replace(bf16.model, dtype="float16", quantization="nf4", compute_dtype="bfloat16"))
+    nf4 = dataclasses.replace(bf16, model=dataclasses.replace(bf16.model, dtype="float16", quantization="nf4", compute_dtype="bfloat16"))
     with pytest.raises(ConfigError, match=r"^model.compute_dtype: bfloat16 needs"):
         check_precision(nf4, "Tesla T4", bf16_supported=False)
     with pytest.raises(ConfigError, match="model.dtype: float16 training needs a CUDA GPU"):

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import write_jsonl
-from xsumtune.data import DataError, Report, clean_summary, clean_text, load_split, take_subsets
-from xsumtune.preprocessing import split_statistics
+from xsumtune.data.sources import DataError, Report, clean_summary, clean_text, load_split, take_subsets
+from xsumtune.data.preprocessing import split_statistics
 
 GOOD = {"id": "1", "document": "A short article.", "summary": "A summary."}
 
@@ -138,13 +138,13 @@ def test_subsets_pass_over_refused_rows_and_keep_their_size():
 def prepare(tmp_path, tokenizer, validation, test, **data):
     from conftest import tiny_params
     from xsumtune.config import load_config
-    from xsumtune.preprocessing import prepare_splits
+    from xsumtune.data.preprocessing import prepare_splits
 
     write_jsonl(tmp_path / "validation.jsonl", validation)
     write_jsonl(tmp_path / "test.jsonl", test)
     params = tiny_params()
     params["prompt"]["max_seq_len"] = 48
-    params["evaluate"]["max_new_tokens"] = 8
+    params["generate"]["max_new_tokens"] = 8
     params["data"].update({"source": str(tmp_path), "train_split": "validation", "validation_split": "validation",
                            "test_split": "test", "train_size": 3, "validation_size": 2, "test_size": None,
                            "min_test_size": 1, **data})
@@ -173,7 +173,7 @@ def test_the_test_split_keeps_every_article_whatever_its_reference(tmp_path, tok
     assert {k: v for k, v in stats["dropped"].items() if v} == {
         "summary_longer_than_document": 1, "summary_too_long": 1, "empty_summary": 1}
     # a test row is the generation prompt alone: it never holds the summary, so a long one can't break it
-    from xsumtune.tokenization import PromptEncoder
+    from xsumtune.data.tokenization import PromptEncoder
     encoder = PromptEncoder(tokenizer, "direct")
     for row in splits["test"]:
         assert "labels" not in row and (row["input_ids"], row["truncated"]) == \

@@ -21,9 +21,9 @@ def work(tmp_path_factory):
     params["data"].update(train_size=24, validation_size=4, test_size=6)
     params["prompt"]["max_seq_len"] = 256
     params["train"].update(epochs=1, batch_size=2, grad_accum=1, save_steps=4, logging_steps=2, warmup_steps=2)
-    params["evaluate"].update(batch_size=2, max_new_tokens=12)
+    params["generate"].update(batch_size=2, max_new_tokens=12)
     for processes in (1, 2):
-        params["train"]["processes"] = params["evaluate"]["processes"] = processes
+        params["train"]["processes"] = params["generate"]["processes"] = processes
         (work / f"params{processes}.yaml").write_text(yaml.safe_dump(params))
     run([sys.executable, "-m", "stages.preprocess", "--params", work / "params1.yaml", "--out-dir", work / "data",
          "--stats", work / "stats.json"], ROOT)
@@ -39,11 +39,15 @@ def train(work, processes):
 
 
 def evaluate(work, processes, adapter):
+    """The generate stage in `processes` processes, then the score stage on what it gathered."""
     out = work / f"evaluate{processes}"
-    run([*LAUNCH, "--processes", str(processes), "stages.evaluate",
+    run([*LAUNCH, "--processes", str(processes), "stages.generate",
          "--params", work / f"params{processes}.yaml", "--test-data", work / "data" / "test.parquet",
-         "--adapter-dir", adapter, "--metrics", out / "metrics.json", "--predictions", out / "predictions.jsonl",
-         "--progress-dir", out / "progress"], ROOT)
+         "--adapter-dir", adapter, "--generations", out / "generations", "--progress-dir", out / "progress"], ROOT)
+    run([sys.executable, "-m", "stages.score_systems", "--params", work / f"params{processes}.yaml",
+         "--test-data", work / "data" / "test.parquet", "--generations", out / "generations",
+         "--headline", out / "headline.json", "--metrics", out / "metrics.json", "--predictions",
+         out / "predictions.jsonl", "--rouge-plot", out / "rouge.json", "--length-plot", out / "lengths.json"], ROOT)
     return out
 
 

@@ -11,11 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_params
+from conftest import ROOT, tiny, tiny_params
 from repo_copy import clean_env, copy_repo, dvc
-from xsumtune.config import DownloadConfig
-from xsumtune.data import Report, load_split
-from xsumtune.download import SOURCE_FILE, download_dataset
+from xsumtune.data.sources import Report, load_split
+from xsumtune.data.download import SOURCE_FILE, download_dataset
 
 # A closed port on this machine: the hub refuses at once, whether or not the machine has a network.
 HUB_DOWN = {"HF_ENDPOINT": "http://127.0.0.1:9"}
@@ -61,7 +60,7 @@ def test_a_dataset_directory_is_snapshotted_into_files_preprocess_reads(tmp_path
 def test_no_dataset_writes_only_a_marker(tmp_path):
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "test.parquet").write_text("an earlier snapshot")
-    download_dataset(DownloadConfig(dataset=None), tmp_path / "hub")
+    download_dataset(tiny("download", dataset=None), tmp_path / "hub")
     assert [p.name for p in (tmp_path / "hub").iterdir()] == [SOURCE_FILE]
     assert json.loads((tmp_path / "hub" / SOURCE_FILE).read_text())["dataset"] is None
 

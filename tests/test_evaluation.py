@@ -1,13 +1,14 @@
-"""The evaluate stage's logic: decoding params reach `generate`, predictions stay with their article, lead-1 is scored."""
+"""The generate and score stages' logic: decoding params reach `generate`, predictions stay with their article,
+lead-1 is scored."""
 import random
 
 import pytest
 
-from conftest import ROOT
-from xsumtune.config import EvaluateConfig
-from xsumtune.data import Report, load_split
-from xsumtune.evaluation import decoding_options, evaluate_systems
-from xsumtune.generation import Generated
+from conftest import ROOT, tiny
+from xsumtune.data.sources import Report, load_split
+from xsumtune.generate.records import Generated
+from xsumtune.generate.systems import decoding_options
+from xsumtune.score.systems import score_systems
 
 
 @pytest.fixture(scope="module")
@@ -16,12 +17,12 @@ def rows():
 
 
 def test_decoding_options_pass_only_what_the_mode_uses():
-    assert decoding_options(EvaluateConfig()) == {"num_beams": 1, "do_sample": False, "min_new_tokens": 1}
-    assert decoding_options(EvaluateConfig(min_new_tokens=0)) == {"num_beams": 1, "do_sample": False}
-    beams = EvaluateConfig(num_beams=4, length_penalty=0.8, no_repeat_ngram_size=3, min_new_tokens=0)
+    assert decoding_options(tiny("generate")) == {"num_beams": 1, "do_sample": False, "min_new_tokens": 1}
+    assert decoding_options(tiny("generate", min_new_tokens=0)) == {"num_beams": 1, "do_sample": False}
+    beams = tiny("generate", num_beams=4, length_penalty=0.8, no_repeat_ngram_size=3, min_new_tokens=0)
     assert decoding_options(beams) == {"num_beams": 4, "do_sample": False, "length_penalty": 0.8,
                                        "no_repeat_ngram_size": 3}
-    sampling = EvaluateConfig(do_sample=True, temperature=0.7, top_p=0.9, min_new_tokens=0)
+    sampling = tiny("generate", do_sample=True, temperature=0.7, top_p=0.9, min_new_tokens=0)
     assert decoding_options(sampling) == {"num_beams": 1, "do_sample": True, "temperature": 0.7, "top_p": 0.9}
 
 
@@ -29,19 +30,19 @@ def test_generations_in_any_order_stay_with_their_article(rows):
     """Each article's own reference as the fine-tuned prediction: any mix-up would lower ROUGE below 100."""
     generated = [Generated(row["id"], row["summary"], 20, False) for row in rows]
     random.Random(0).shuffle(generated)
-    metrics, records = evaluate_systems(EvaluateConfig(bootstrap_resamples=50), rows, {"fine_tuned": generated})
+    metrics, records = score_systems(tiny("score", bootstrap_resamples=50), rows, {"fine_tuned": generated})
     assert metrics["rouge1"] == pytest.approx(100) and metrics["ci95"]["rouge1"] == {"low": 100.0, "high": 100.0}
     assert [r["id"] for r in records] == [row["id"] for row in rows]
     assert all(r["prediction"] == r["reference"] for r in records)
     with pytest.raises(RuntimeError, match="different set of ids"):
-        evaluate_systems(EvaluateConfig(), rows, {"fine_tuned": generated[1:]})
+        score_systems(tiny("score"), rows, {"fine_tuned": generated[1:]})
 
 
 def test_every_system_gets_the_same_figures_and_gains_over_each_baseline(rows):
     fine_tuned = [Generated(r["id"], r["summary"], 20, False) for r in rows]
     zero_shot = [Generated(r["id"], r["document"][:200], 60, True, leading_newline=i % 2 == 0)
                  for i, r in enumerate(rows)]
-    metrics, records = evaluate_systems(EvaluateConfig(bootstrap_resamples=100), rows,
+    metrics, records = score_systems(tiny("score", bootstrap_resamples=100), rows,
                                         {"fine_tuned": fine_tuned, "zero_shot": zero_shot})
     for system in (metrics, metrics["zero_shot"], metrics["lead_1"]):
         assert {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "ci95", "summary", "bugs"} <= set(system)
@@ -59,10 +60,10 @@ def test_every_system_gets_the_same_figures_and_gains_over_each_baseline(rows):
 
 
 def test_rouge_stemmer_reaches_every_score():
-    """evaluate.rouge_stemmer: rouge155 matches WordNet's irregular forms (children -> child, were, been -> be)."""
+    """score.rouge_stemmer: rouge155 matches WordNet's irregular forms (children -> child, were, been -> be)."""
     rows = [{"id": str(i), "document": "Nothing in common.", "summary": "A child has been finding it."} for i in range(3)]
     generated = [Generated(row["id"], "Children were found.", 5, False) for row in rows]
-    metrics, records = evaluate_systems(EvaluateConfig(bootstrap_resamples=10, rouge_stemmer="rouge155"), rows,
+    metrics, records = score_systems(tiny("score", bootstrap_resamples=10, rouge_stemmer="rouge155"), rows,
                                         {"fine_tuned": generated})
     # 3 of 3 predicted words match 3 of the reference's 6; rouge-score's Porter would match none
     assert metrics["rouge1"] == records[0]["rouge1"] == pytest.approx(200 / 3)
@@ -72,20 +73,19 @@ def test_rouge_stemmer_reaches_every_score():
 @pytest.fixture(scope="module")
 def tiny_model():
     from conftest import TINY_CONFIG_DIR, TOKENIZER_DIR
-    from xsumtune.config import ModelConfig
-    from xsumtune.modeling import load_base_model
+    from xsumtune.model.loading import load_base_model
 
-    config = ModelConfig(name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR), dtype="float32")
+    config = tiny("model", name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR), dtype="float32")
     return load_base_model(config, seed=0).eval()
 
 
 @pytest.mark.parametrize("config", [
-    EvaluateConfig(num_beams=3, length_penalty=0.5, no_repeat_ngram_size=2),
-    EvaluateConfig(do_sample=True, temperature=0.7, top_p=0.9, sample_seed=1),
+    tiny("generate", num_beams=3, length_penalty=0.5, no_repeat_ngram_size=2),
+    tiny("generate", do_sample=True, temperature=0.7, top_p=0.9, sample_seed=1),
 ], ids=["beams", "sampling"])
 def test_decoding_options_generate_and_sampling_is_seeded(config, rows, tokenizer, tiny_model):
-    from xsumtune.generation import generate_summaries
-    from xsumtune.tokenization import PromptEncoder
+    from xsumtune.generate.generation import generate_summaries
+    from xsumtune.data.tokenization import PromptEncoder
 
     model = tiny_model
     encoder = PromptEncoder(tokenizer, "direct")

@@ -60,16 +60,19 @@ def test_two_point_sweep_runs_through_the_queue(swept):
     assert lrs == list(LRS)
     for experiment in experiments.values():
         metrics = experiment["data"]["metrics"]
-        assert {"rouge1", "rougeL"} <= set(metrics["metrics/evaluate.json"]["data"])
-        assert metrics["metrics/evaluate.json"]["data"]["generation"]["total"] == SHRINK["data.test_size"]
-        assert metrics["metrics/train/metrics.json"]["data"]["train_examples"] == SHRINK["data.train_size"]
+        assert {"rouge1", "rougeL"} <= set(metrics["metrics/headline.json"]["data"]["fine_tuned"])
+        scores = json.loads(git("show", f"{experiment['rev']}:metrics/score.json", cwd=swept[0]).stdout)
+        assert scores["generation"]["total"] == SHRINK["data.test_size"]
+        training = json.loads(git("show", f"{experiment['rev']}:metrics/train/metrics.json", cwd=swept[0]).stdout)
+        assert training["train_examples"] == SHRINK["data.train_size"]
 
 
 def test_the_spread_over_real_experiments_names_what_else_differs(swept):
     repo, _, _, experiments = swept
     result = run([sys.executable, "-m", "stages.seeds", *experiments], repo)
     spread = json.loads(result.stdout)
-    rouge1 = [e["data"]["metrics"]["metrics/evaluate.json"]["data"]["rouge1"] for e in experiments.values()]
+    rouge1 = [e["data"]["metrics"]["metrics/headline.json"]["data"]["fine_tuned"]["rouge1"]
+              for e in experiments.values()]
     assert spread["rouge1"]["mean"] == round(statistics.fmean(rouge1), 4)
     assert (spread["rouge1"]["min"], spread["rouge1"]["max"]) == (min(rouge1), max(rouge1))
     assert spread["differing_params"] == ["train.lr"]  # a learning-rate sweep: not seed variance
@@ -78,7 +81,7 @@ def test_the_spread_over_real_experiments_names_what_else_differs(swept):
 def test_every_stage_records_revisions_versions_and_device(swept):
     repo, _, _, experiments = swept
     for experiment in experiments.values():
-        for stage in ("preprocess", "train", "evaluate"):
+        for stage in ("preprocess", "train", "generate"):
             record = json.loads(git("show", f"{experiment['rev']}:metrics/run/{stage}.json", cwd=repo).stdout)
             assert record["data"] == {"source": "data/sample", "dataset": None, "revision": None}
             assert record["tokenizer"]["revision"] is None
@@ -95,12 +98,13 @@ def test_every_stage_records_revisions_versions_and_device(swept):
 def test_compare_two_experiments(swept, tmp_path):
     repo, _, _, experiments = swept
     first, second = experiments
-    table = dvc("exp", "show", "--md", "--only-changed", "--sort-by", "rougeL", "--sort-order", "desc",
+    table = dvc("exp", "show", "--md", "--only-changed", "--sort-by", "fine_tuned.rougeL", "--sort-order", "desc",
                 cwd=repo).stdout
     assert first in table and second in table and "train.lr" in table
     diff = dvc("exp", "diff", first, second, "--md", cwd=repo).stdout
-    assert "train.lr" in diff and "eval_loss" in diff
-    metrics = json.loads(dvc("metrics", "diff", first, second, "--json", cwd=repo).stdout)
+    assert "train.lr" in diff and "loss.eval" in diff
+    metrics = json.loads(dvc("metrics", "diff", first, second, "--targets", "metrics/train/metrics.json", "--json",
+                             cwd=repo).stdout)
     assert "eval_loss" in metrics["metrics/train/metrics.json"]
     dvc("plots", "diff", first, second, "-o", tmp_path / "plots", cwd=repo)
     page = (tmp_path / "plots" / "index.html").read_text()
@@ -122,10 +126,13 @@ def test_fetch_an_experiments_adapter_and_evaluate_it(swept, tmp_path):
     assert adapter_hash in (clone / "dvc.lock").read_text()
     assert (clone / "models" / "adapter" / "adapter_model.safetensors").is_file()
 
-    dvc("repro", "--single-item", "--force", "evaluate", cwd=clone)
-    scored = json.loads((clone / "metrics" / "evaluate.json").read_text())
-    recorded = experiment["data"]["metrics"]["metrics/evaluate.json"]["data"]
+    for stage in ("generate", "score"):
+        dvc("repro", "--single-item", "--force", stage, cwd=clone)
+    scored = json.loads((clone / "metrics" / "score.json").read_text())
+    recorded = json.loads(git("show", f"{experiment['rev']}:metrics/score.json", cwd=repo).stdout)
     assert scored["rougeL"] == pytest.approx(recorded["rougeL"]) and scored["generation"] == recorded["generation"]
+    assert json.loads((clone / "metrics" / "headline.json").read_text()) == \
+        experiment["data"]["metrics"]["metrics/headline.json"]["data"]
 
     # A registry version: a git tag on the experiment's commit; `dvc artifacts get` fetches it by name.
     git("tag", "-a", "adapter@v0.1.0", experiment["rev"], "-m", name, cwd=repo)

@@ -4,13 +4,12 @@ import random
 import pytest
 import torch
 
-from xsumtune.generation import (LineEnd, decode_new_tokens, first_line_with_text, generate_batch, generate_summaries,
+from xsumtune.generate.generation import (LineEnd, decode_new_tokens, first_line_with_text, generate_batch, generate_summaries,
                                  left_pad, line_ended, line_tokens, plan_batches)
-from xsumtune.modeling import apply_lora, load_base_model
-from xsumtune.config import LoraConfig
-from xsumtune.data import Report, load_split
-from xsumtune.tokenization import PromptEncoder
-from conftest import ROOT
+from xsumtune.model.loading import apply_lora, load_base_model
+from xsumtune.data.sources import Report, load_split
+from xsumtune.data.tokenization import PromptEncoder
+from conftest import ROOT, tiny
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +24,9 @@ def prompts(tokenizer):
 @pytest.fixture(scope="module")
 def model():
     from conftest import TINY_CONFIG_DIR, TOKENIZER_DIR
-    from xsumtune.config import ModelConfig
 
-    config = ModelConfig(name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR), dtype="float32")
-    model = apply_lora(load_base_model(config, 3), LoraConfig(), 3)
+    config = tiny("model", name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR), dtype="float32")
+    model = apply_lora(load_base_model(config, 3), tiny("lora"), 3)
     with torch.no_grad():  # a trained-looking adapter: B is zero at init, which would hide LoRA
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -91,7 +89,7 @@ def test_decode_keeps_the_first_line_with_text_before_eos(tokenizer):
 def test_line_end_stops_each_row_at_the_newline_after_its_first_text(tokenizer_dir):
     """Fed token by token, LineEnd fires first exactly where the decoded text first has a finished line."""
     from conftest import ROOT
-    from xsumtune.tokenization import load_tokenizer
+    from xsumtune.data.tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(str(ROOT / "models" / "tokenizers" / tokenizer_dir))
     texts = ["\n\nA council met.\nMore text.\n\n", "A council met.\n\nMore", " \n  \n\tStorms hit.\n", "No newline at all",
@@ -143,10 +141,9 @@ def test_fast_path_equals_plain_path_token_for_token(model, tokenizer, prompts):
 
 def test_generation_stops_once_every_sequence_has_ended(tokenizer):
     from conftest import TINY_CONFIG_DIR, TOKENIZER_DIR
-    from xsumtune.config import ModelConfig
-    from xsumtune.generation import generate_batch
+    from xsumtune.generate.generation import generate_batch
 
-    base = load_base_model(ModelConfig(name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR),
+    base = load_base_model(tiny("model", name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR),
                                        dtype="float32"), 0).eval()
     with torch.no_grad():  # eos becomes every step's most likely token
         base.lm_head.bias = torch.nn.Parameter(torch.zeros(base.config.vocab_size))
@@ -156,7 +153,7 @@ def test_generation_stops_once_every_sequence_has_ended(tokenizer):
         [[tokenizer.eos_token_id]] * 2  # one step, not 60
     results = generate_summaries(base, tokenizer, prompts, batch_size=2, max_new_tokens=60)
     assert [(g.prediction, g.tokens, g.stopped_by_cap) for g in results] == [("", 0, False)] * 2
-    # evaluate.min_new_tokens: 1 (the default) takes the first token from the rest; eos comes next
+    # generate.min_new_tokens: 1 (the default) takes the first token from the rest; eos comes next
     results = generate_summaries(base, tokenizer, prompts, batch_size=2, max_new_tokens=60, min_new_tokens=1)
     assert [(g.tokens, g.stopped_by_cap) for g in results] == [(1, False)] * 2
     assert all(g.token_ids[0] != tokenizer.eos_token_id for g in results)
@@ -262,16 +259,16 @@ def test_static_cache_is_sized_to_each_batch(model, tokenizer, prompts):
 
 def test_plan_of_the_whole_xsum_test_set_keeps_each_batch_within_the_token_budget(tmp_path):
     """The phi2 profile's settings on 11,334 articles of the sample's length distribution: every batch's
-    rows x (longest prompt + max_new_tokens), the cache's size, stays within evaluate.token_budget."""
+    rows x (longest prompt + max_new_tokens), the cache's size, stays within generate.token_budget."""
     import numpy as np
 
     from conftest import compose_params
     from xsumtune.config import load_config
-    from xsumtune.evaluation import build_prompts
-    from xsumtune.tokenization import load_tokenizer
+    from xsumtune.generate.systems import build_prompts
+    from xsumtune.data.tokenization import load_tokenizer
 
     config = load_config(compose_params(tmp_path / "params.yaml", "phi2"))
-    e = config.evaluate
+    e = config.generate
     tokenizer = load_tokenizer(str(ROOT / "models" / "tokenizers" / "phi-2"))
     rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())
     sample = [len(p["prompt_ids"]) for p in build_prompts(config, tokenizer, rows)]

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from xsumtune.human_eval import (CRITERIA, RatingsError, quadratic_weighted_kappa, read_ratings, sheet_rows,
+from xsumtune.report.human_eval import (CRITERIA, RatingsError, quadratic_weighted_kappa, read_ratings, sheet_rows,
                                  summarize_ratings, write_sheet)
 
 RECORDS = [{"id": str(i), "prediction": f"Summary {i}.", "reference": "r"} for i in range(20)]

@@ -1,4 +1,4 @@
-"""A failing train or evaluate stage ends with its own one-line error: under `dvc repro`, and with several
+"""A failing train or generate stage ends with its own one-line error: under `dvc repro`, and with several
 processes under torchrun, whose traceback and error box the launcher keeps out."""
 import subprocess
 import sys

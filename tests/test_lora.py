@@ -5,10 +5,10 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from xsumtune.config import Config, LoraConfig, TrainConfig
-from xsumtune.modeling import apply_lora, load_base_model
-from xsumtune.tokenization import PromptEncoder
-from xsumtune.training import train_adapter
+from conftest import ROOT, tiny, tiny_config
+from xsumtune.model.loading import apply_lora, load_base_model
+from xsumtune.data.tokenization import PromptEncoder
+from xsumtune.train.training import train_adapter
 
 ARTICLES = [
     ("The city council voted to close the library on Friday.", "A library is to close."),
@@ -24,9 +24,9 @@ def examples(tokenizer):
 
 
 def test_training_moves_the_adapter_only(tmp_path, tokenizer, tiny_model_config):
-    config = Config(
-        model=tiny_model_config, lora=LoraConfig(),
-        train=TrainConfig(epochs=2, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=1,
+    config = tiny_config(
+        model=tiny_model_config, lora=tiny("lora"),
+        train=tiny("train", epochs=2, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=1,
                           optimizer="adamw_torch", gradient_checkpointing=False),
     )
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)
@@ -56,7 +56,7 @@ def test_training_moves_the_adapter_only(tmp_path, tokenizer, tiny_model_config)
 
 def test_seed_fixes_base_and_adapter_init(tiny_model_config):
     def build(seed):
-        model = apply_lora(load_base_model(tiny_model_config, seed), LoraConfig(), seed)
+        model = apply_lora(load_base_model(tiny_model_config, seed), tiny("lora"), seed)
         return {n: p.detach().clone() for n, p in model.named_parameters()}
 
     first, again, other = build(1), build(1), build(2)
@@ -65,7 +65,7 @@ def test_seed_fixes_base_and_adapter_init(tiny_model_config):
 
 
 def test_all_linear_targets_every_linear_layer(tiny_model_config):
-    model = apply_lora(load_base_model(tiny_model_config, 0), LoraConfig(target_modules="all-linear"), 0)
+    model = apply_lora(load_base_model(tiny_model_config, 0), tiny("lora", target_modules="all-linear"), 0)
     targets = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
     assert {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"} <= targets
 
@@ -79,7 +79,7 @@ def test_fused_gelu_and_bf16_adapter_keep_outputs(tiny_model_config):
     assert type(fused.model.layers[0].mlp.activation_fn).__name__ == "GELUTanh"
     with torch.no_grad():
         assert torch.allclose(plain(ids).logits, fused(ids).logits, atol=1e-5)
-    adapter = apply_lora(fused, LoraConfig(fp32_weights=False), 0)
+    adapter = apply_lora(fused, tiny("lora", fp32_weights=False), 0)
     assert all(p.dtype == torch.float32 for n, p in adapter.named_parameters() if "lora_" in n)  # base is fp32 here
 
 
@@ -87,7 +87,11 @@ def test_fast_training_path_keeps_each_examples_loss(tokenizer, tiny_model_confi
     """The fast recipe (fused gelu, bf16 adapter weights, batches grouped by length) gives each example the
     loss the plain recipe gives it, within bf16 tolerance; padding never changes an example's loss."""
 
-    from xsumtune.training import CompletionCollator, per_example_loss
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))  # the loss the parity benchmark measures, used here on a CPU
+    from common import per_example_loss
+    from xsumtune.train.training import CompletionCollator
 
     rows = examples(tokenizer)
     collate = CompletionCollator(tokenizer.pad_token_id)
@@ -95,7 +99,7 @@ def test_fast_training_path_keeps_each_examples_loss(tokenizer, tiny_model_confi
 
     def build(fused_gelu, fp32_weights, scale=0.05):
         model = apply_lora(load_base_model(dataclasses.replace(config, fused_gelu=fused_gelu), 0),
-                           LoraConfig(fp32_weights=fp32_weights), 0)
+                           tiny("lora", fp32_weights=fp32_weights), 0)
         with torch.no_grad():  # the same non-zero adapter in both
             generator = torch.Generator().manual_seed(1)
             for name, param in model.named_parameters():

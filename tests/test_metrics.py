@@ -8,12 +8,14 @@ import pytest
 import sacrebleu
 
 from conftest import ROOT, write_jsonl
-from xsumtune import metrics
-from xsumtune.baselines import lead_1
-from xsumtune.bertscore import load_bertscorer
-from xsumtune.metrics import (Scorer, bleu_from_statistics, bleu_statistics, bug_detectors, copied_from_article,
-                              corpus_scores, meteor_scores, novel_ngram_share, repeated_ngram_share, sentence_count,
-                              summary_properties)
+from xsumtune.score import scorer as scorer_module
+from xsumtune.score.baselines import lead_1
+from xsumtune.score.bertscore import load_bertscorer
+from xsumtune.score.bleu import bleu_from_statistics, bleu_statistics
+from xsumtune.score.bugs import bug_detectors, copied_from_article
+from xsumtune.score.meteor import meteor_scores
+from xsumtune.score.properties import novel_ngram_share, repeated_ngram_share, sentence_count, summary_properties
+from xsumtune.score.scorer import Scorer, corpus_scores
 
 
 def test_lead_1_is_the_first_sentence_of_the_first_paragraph():
@@ -109,7 +111,7 @@ def test_missing_wordnet_and_scoring_model_are_skipped_with_a_reason(monkeypatch
 
     monkeypatch.setattr(nltk.corpus, "wordnet", MissingWordNet())
     scorer = Scorer(bertscore_model=None)
-    assert "WordNet" in scorer.skipped["meteor"] and "evaluate.bertscore_model" in scorer.skipped["bertscore"]
+    assert "WordNet" in scorer.skipped["meteor"] and "score.bertscore_model" in scorer.skipped["bertscore"]
     assert set(scorer.per_example(["a b"], ["a b"])) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
     assert "no such directory" in Scorer(bertscore_model=str(tmp_path / "absent")).skipped["bertscore"]
     (tmp_path / "empty").mkdir()
@@ -117,7 +119,7 @@ def test_missing_wordnet_and_scoring_model_are_skipped_with_a_reason(monkeypatch
 
 
 def test_meteor_runs_when_wordnet_is_there(monkeypatch):
-    monkeypatch.setattr(metrics, "load_wordnet", lambda: (NoSynonyms(), None))
+    monkeypatch.setattr(scorer_module, "load_wordnet", lambda: (NoSynonyms(), None))
     scorer = Scorer()
     assert "meteor" not in scorer.skipped
     assert scorer.per_example(["the cat"], ["the cat sat on a mat"])["meteor"][0] == pytest.approx(33.4821, abs=1e-3)

@@ -1,5 +1,6 @@
 """The default profile end to end: `dvc repro` in a temporary copy of the repository, then `dvc exp show`."""
 import json
+import os
 import sys
 
 import pytest
@@ -18,7 +19,7 @@ def repo(tmp_path_factory):
 
 def test_default_profile_repro_writes_metrics(repo):
     dvc("repro", cwd=repo)
-    metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    metrics = json.loads((repo / "metrics" / "score.json").read_text())
     test_size = yaml.safe_load((repo / "params.yaml").read_text())["data"]["test_size"]
     assert {"rouge1", "rouge2", "rougeL", "rougeLsum"} <= set(metrics)
     assert metrics["generation"]["failed"] == 0
@@ -43,31 +44,56 @@ def test_default_profile_repro_writes_metrics(repo):
     train = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
     assert {"train_loss", "eval_loss", "eval_perplexity"} <= set(train)
     assert (repo / "models" / "adapter" / "adapter_model.safetensors").exists()
+    generations = sorted(p.name for p in (repo / "metrics" / "generations").iterdir())
+    assert generations == ["fine_tuned.jsonl", "zero_shot.jsonl"]  # text and counts only: no score in them
+    assert not {"rouge1", "reference"} & set(json.loads((repo / "metrics" / "generations" / generations[0])
+                                                        .read_text().splitlines()[0]))
 
     # a second repro has nothing to do
-    assert "Stage 'evaluate' didn't change" in dvc("repro", cwd=repo).stdout
+    assert "Stage 'score' didn't change" in dvc("repro", cwd=repo).stdout
     shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
     workspace = shown[0]["rev"] == "workspace" and shown[0]["data"]["metrics"]
-    assert workspace["metrics/evaluate.json"]["data"]["rougeL"] == metrics["rougeL"]
+    headline = workspace["metrics/headline.json"]["data"]
+    assert headline["fine_tuned"]["rougeL"] == round(metrics["rougeL"], 2)
+    assert headline["gain_over_lead_1"]["p"] == round(metrics["gain_over_lead_1"]["rougeL"]["p_value"], 4)
+    assert headline["loss"] == {"train": round(train["train_loss"], 4), "eval": round(train["eval_loss"], 4)}
+    assert set(workspace) == {"metrics/headline.json"}  # the long tail is plain JSON beside it
     table = dvc("exp", "show", "--no-pager", "--md", cwd=repo).stdout
-    for column in ("rougeLsum", "bleu", "ci95.rouge1.low", "lead_1.rouge1", "gain_over_lead_1.rougeL.p_value",
-                   "bugs.cut_by_cap", "summary.novel_2gram_share", "evaluate.num_beams"):
+    for column in ("fine_tuned.rouge1", "zero_shot.rouge2", "lead_1.rougeL", "gain_over_lead_1.p",
+                   "fine_tuned.failed", "fine_tuned.empty", "loss.eval", "generate.num_beams",
+                   "score.bootstrap_resamples"):
         assert column in table
+    # the headline is one small row, and no declared metrics file is missing
+    shown = dvc("metrics", "show", cwd=repo)
+    assert "failed to load" not in shown.stdout + shown.stderr
+    assert [line.split()[0] for line in shown.stdout.splitlines()] == ["Path", "metrics/headline.json"]
+    assert len(shown.stdout.split()) == 2 * (1 + sum(map(len, headline.values()))), shown.stdout
+    # at a 120-column terminal the fine-tuned model's figures read in full, after the documented --keep
+    narrow = dvc("exp", "show", "--no-pager", "--drop", ".*", "--keep", "Experiment|fine_tuned", cwd=repo,
+                 env={**os.environ, "COLUMNS": "120"}).stdout
+    assert max(map(len, narrow.splitlines())) <= 120 and "fine_tuned.rougeL" in narrow, narrow
+    assert f"{headline['fine_tuned']['rougeL']:g}" in narrow, narrow
     plots = json.loads(dvc("plots", "show", "--json", cwd=repo).stdout)
     assert {"ROUGE-L by system", "Summary length (words, bins of 5)", "Loss"} <= set(plots["data"])
     assert "errors" not in plots
 
-    # decoding is evaluate's alone: changing any of it reruns evaluate, never preprocess or train
+    # decoding is generate's alone: changing any of it reruns generate (then score and report), never
+    # preprocess or train; scoring is score's alone: changing any of it reruns score (then report), never
+    # generate. `dvc status` lists the stage whose params changed; what follows reruns when its inputs change.
     from dvc.repo import Repo  # in-process: one `dvc status` per key costs no interpreter start
 
     params = (repo / "params.yaml").read_text()
-    for key, value in [("num_beams", 2), ("no_repeat_ngram_size", 3), ("length_penalty", 0.5),
-                       ("max_new_tokens", 30), ("do_sample", True), ("sample_seed", 7)]:
+    for section, key, value in [("generate", "num_beams", 2), ("generate", "no_repeat_ngram_size", 3),
+                                ("generate", "length_penalty", 0.5), ("generate", "max_new_tokens", 30),
+                                ("generate", "do_sample", True), ("generate", "sample_seed", 7),
+                                ("score", "bootstrap_resamples", 200), ("score", "bootstrap_seed", 1),
+                                ("score", "rouge_stemmer", "rouge155"), ("score", "bertscore_layer", 3),
+                                ("score", "bertscore_batch_size", 8)]:
         edited = yaml.safe_load(params)
-        edited["evaluate"][key] = value
+        edited[section][key] = value
         (repo / "params.yaml").write_text(yaml.safe_dump(edited))
         with Repo(str(repo)) as dvc_repo:  # from another directory, stages are named "<dvc.yaml path>:<stage>"
-            assert {name.rsplit(":", 1)[-1] for name in dvc_repo.status()} == {"evaluate"}, key
+            assert {name.rsplit(":", 1)[-1] for name in dvc_repo.status()} == {section}, key
     (repo / "params.yaml").write_text(params)
 
     # the paired comparison between a revision and a file: the same predictions, so no difference
@@ -81,12 +107,19 @@ def test_default_profile_repro_writes_metrics(repo):
                 "--candidate", "metrics/predictions.jsonl", "--output", "lead.json"], repo)
     assert json.loads((repo / "lead.json").read_text())["rougeL"]["abs"] == metrics["gain_over_lead_1"]["rougeL"]["abs"]
 
-    # a param that only evaluate reads reruns evaluate alone
+    # a scoring param reruns score and report, and regenerates nothing
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["evaluate"]["max_new_tokens"] = 30
+    params["score"]["bootstrap_resamples"] = 200
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(dvc("status", "--json", cwd=repo).stdout)
-    assert set(status) == {"evaluate"}
+    assert set(json.loads(dvc("status", "--json", cwd=repo).stdout)) == {"score"}
+    rerun = dvc("repro", cwd=repo).stdout
+    assert "Running stage 'score'" in rerun and "Running stage 'report'" in rerun, rerun
+    assert "Running stage 'generate'" not in rerun and "Stage 'generate' didn't change" in rerun
+
+    # a param that only generate reads reruns generate, then what follows it
+    params["generate"]["max_new_tokens"] = 30
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(json.loads(dvc("status", "--json", cwd=repo).stdout)) == {"generate"}
 
 
 def write_source(repo, lines: bytes):

@@ -7,7 +7,9 @@ import click
 import pytest
 import torch
 
-from xsumtune.config import ConfigError, Config, ModelConfig, PromptConfig, check_runtime
+from conftest import tiny, tiny_config
+from xsumtune.config import ConfigError
+from xsumtune.model.runtime import check_runtime
 from xsumtune.io import atomic_path, write_json
 
 
@@ -52,7 +54,7 @@ def test_out_of_memory_names_the_params_to_change():
         stage()
     message = error.value.message
     for param in ("train.batch_size", "prompt.max_seq_len", "train.gradient_checkpointing", "model.quantization",
-                  "evaluate.token_budget"):
+                  "generate.token_budget"):
         assert param in message
     assert "Tried to allocate 2.00 GiB" in message
 
@@ -60,13 +62,13 @@ def test_out_of_memory_names_the_params_to_change():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
 def test_nf4_without_cuda_fails_before_loading():
     with pytest.raises(ConfigError, match="model.quantization: nf4 needs a CUDA GPU"):
-        check_runtime(Config(model=ModelConfig(name="models/configs/tiny-phi", quantization="nf4")))
+        check_runtime(tiny_config(model=tiny("model", name="models/configs/tiny-phi", quantization="nf4")))
 
 
 def test_sequence_longer_than_the_model_context_fails_before_loading():
     from conftest import TINY_CONFIG_DIR
 
-    config = Config(model=ModelConfig(name=str(TINY_CONFIG_DIR), weights="random", dtype="float32"),
-                    prompt=PromptConfig(max_seq_len=4096))
+    config = tiny_config(model=tiny("model", name=str(TINY_CONFIG_DIR), weights="random", dtype="float32"),
+                    prompt=tiny("prompt", max_seq_len=4096))
     with pytest.raises(ConfigError, match="prompt.max_seq_len: 4096 exceeds .* context of 2048 tokens"):
         check_runtime(config)

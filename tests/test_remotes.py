@@ -12,8 +12,8 @@ import pytest
 from conftest import ROOT
 from repo_copy import clean_env, commit, copy_repo, differing_files, dvc, git, shrink_params
 
-OUTPUTS = ["data/processed", "models/adapter", "metrics/predictions.jsonl", "metrics/evaluate.json",
-           "metrics/train/metrics.json", "metrics/preprocess.json", "metrics/run"]
+OUTPUTS = ["data/processed", "models/adapter", "metrics/generations", "metrics/predictions.jsonl", "metrics/score.json",
+           "metrics/headline.json", "metrics/train/metrics.json", "metrics/preprocess.json", "metrics/run"]
 # DVC remote options that hold a secret (S3, Azure, GCS, SSH, HTTP, WebDAV, Google Drive, OSS).
 SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token", "password", "account_key",
                   "sas_token", "connection_string", "client_secret", "gdrive_client_secret", "token",
@@ -70,7 +70,7 @@ def assert_round_trip(repo, clone, env=None):
     assert "Data and pipelines are up to date." in dvc("status", cwd=clone, env=env).stdout
     repro = dvc("repro", cwd=clone, env=env).stdout
     assert "Running stage" not in repro
-    assert all(f"Stage '{stage}' didn't change" in repro for stage in ("preprocess", "train", "evaluate"))
+    assert all(f"Stage '{stage}' didn't change" in repro for stage in ("preprocess", "train", "generate", "score"))
     assert differing_files(repo, clone, OUTPUTS) == []
 
 

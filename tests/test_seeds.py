@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import ROOT, tiny_params
-from xsumtune.seeds import experiments_from_show, spread
+from xsumtune.report.seeds import experiments_from_show, spread
 
 
 def shown(scores_by_seed: dict[int, float], lr=None) -> list[dict]:
@@ -19,8 +19,8 @@ def shown(scores_by_seed: dict[int, float], lr=None) -> list[dict]:
             params["train"]["lr"] = lr[seed]
         revs.append({"experiments": None, "rev": f"{seed:040d}", "name": f"exp-{seed}", "data": {
             "params": {"params.yaml": {"data": params}},
-            "metrics": {"metrics/evaluate.json": {"data": {"rouge1": rouge1, "rouge2": rouge1 / 2,
-                                                           "rougeL": rouge1 - 1}}}}})
+            "metrics": {"metrics/headline.json": {"data": {"fine_tuned": {"rouge1": rouge1, "rouge2": rouge1 / 2,
+                                                                          "rougeL": rouge1 - 1}}}}}})
     revs.append({"rev": "f" * 40, "name": "queued-one", "data": {"params": {}, "metrics": {}}})  # no metrics yet
     return [{"rev": "workspace", "name": None, "data": {}, "experiments": None},
             {"rev": "a" * 40, "name": "main", "data": {}, "experiments": [{"revs": [rev]} for rev in revs]}]
@@ -51,7 +51,7 @@ def test_an_unknown_experiment_is_one_line(tmp_path):
     result = seeds(tmp_path, shown({1: 30.0, 2: 32.0}), "--exps", "nope")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        "Error: experiment 'nope': not in `dvc exp show` with metrics/evaluate.json (experiments there: "
+        "Error: experiment 'nope': not in `dvc exp show` with metrics/headline.json (experiments there: "
         "['exp-1', 'exp-2'])"]
 
 

@@ -5,9 +5,9 @@ import pytest
 
 from conftest import ROOT, SMOL_TOKENIZER_DIR, TOKENIZER_DIR, compose_params
 from xsumtune.config import ConfigError
-from xsumtune.data import Report, load_split
-from xsumtune.prompts import TEMPLATES, render, split_template
-from xsumtune.tokenization import IGNORE_INDEX, PromptEncoder, load_tokenizer
+from xsumtune.data.sources import Report, load_split
+from xsumtune.data.prompts import TEMPLATES, render, split_template
+from xsumtune.data.tokenization import IGNORE_INDEX, PromptEncoder, load_tokenizer
 
 DOCUMENT = "The council approved the plan on Monday.\nWork starts next year and will cost £3m."
 SUMMARY = "A council has approved plans for a new bridge."
@@ -65,7 +65,7 @@ def test_generation_prompt_matches_the_training_prompt(tokenizer):
 
 
 def test_eos_pad_does_not_hide_eos_label(tokenizer):
-    from xsumtune.training import CompletionCollator
+    from xsumtune.train.training import CompletionCollator
 
     encoder = PromptEncoder(tokenizer, "direct")
     short = encoder.encode(DOCUMENT, SUMMARY, 1126)

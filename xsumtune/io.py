@@ -1,8 +1,9 @@
-"""Reading and writing the files stages exchange; every write goes to a temporary file, then is renamed."""
+"""Reading and writing the files stages exchange; every write goes to a temporary file or directory, then is renamed."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yields an empty directory `.<name>.tmp` beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    scratch = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        yield scratch
+        shutil.rmtree(path, ignore_errors=True)
+        scratch.rename(path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import statistics
 
 ROUGE = ("rouge1", "rouge2", "rougeL")
-METRICS_FILE = "metrics/evaluate.json"
+METRICS_FILE = "metrics/headline.json"  # the fine-tuned model's ROUGE, under fine_tuned
 
 
 def experiments_from_show(shown: list[dict], names: list[str] | None = None) -> dict[str, dict]:
-    """{name: {"params": params.yaml as a dict, "metrics": metrics/evaluate.json}} for the named experiments
+    """{name: {"params": params.yaml as a dict, "metrics": the headline's fine_tuned figures}} for the named experiments
     of `dvc exp show --json` (every experiment that has the metrics when names is empty)."""
     found = {}
     for baseline in shown:
         for experiment in baseline.get("experiments") or []:
             for rev in experiment.get("revs") or []:
                 data = rev.get("data") or {}
-                metrics = ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data")
+                metrics = (((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data") or {}).get("fine_tuned")
                 if rev.get("name") and metrics:
                     found[rev["name"]] = {"params": data["params"]["params.yaml"]["data"], "metrics": metrics}
     if not names:

@@ -3,7 +3,7 @@ labels mask the prompt."""
 from __future__ import annotations
 
 from xsumtune.config import ConfigError
-from xsumtune.prompts import TemplateParts, split_template
+from xsumtune.data.prompts import TemplateParts, split_template
 
 IGNORE_INDEX = -100  # the label value cross-entropy skips
 CHARS_PER_TOKEN = 8  # bounds the article text tokenized for a prompt of n tokens (English averages ~4.5)

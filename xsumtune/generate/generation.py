@@ -2,23 +2,13 @@
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 from transformers import StaticCache, StoppingCriteria, StoppingCriteriaList
 
-
-@dataclass(frozen=True)
-class Generated:
-    id: str
-    prediction: str
-    tokens: int  # new tokens generated, eos excluded
-    stopped_by_cap: bool  # ran to max_new_tokens before eos and before its first line with text ended
-    error: str | None = None
-    token_ids: tuple[int, ...] = ()  # the new tokens before eos
-    leading_newline: bool = False  # the raw generation's first line was blank: its text came after a line break
+from xsumtune.generate.records import Generated
 
 
 def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from xsumtune.bootstrap import paired_comparison
-from xsumtune.rouge import ROUGE_KEYS, score_corpus
+from xsumtune.score.rouge import ROUGE_KEYS
+from xsumtune.score.scorer import gains, rouge_scores
 
 
 class ComparisonError(ValueError):
@@ -56,16 +56,15 @@ def compare_predictions(baseline: dict[str, tuple[str, str]], candidate: dict[st
         common = len(set(baseline) & set(candidate))
         raise ComparisonError(f"baseline has {len(baseline)} articles and candidate {len(candidate)}, {common} in "
                               "common: a paired comparison needs predictions for the same test articles")
-    ids = list(baseline)  # the baseline file's order: resamples then match the evaluate stage's gains
+    ids = list(baseline)  # the baseline file's order: resamples then match the score stage's gains
     for id_ in ids:
         if baseline[id_][0] != candidate[id_][0]:
             raise ComparisonError(f"id {id_!r}: the two references differ: not the same test set")
     references = [baseline[id_][0] for id_ in ids]
-    _, baseline_scores = score_corpus([baseline[id_][1] for id_ in ids], references, stemmer)
-    _, candidate_scores = score_corpus([candidate[id_][1] for id_ in ids], references, stemmer)
-    return {"examples": len(ids), "resamples": resamples, **{
-        key: paired_comparison([s[key] for s in baseline_scores], [s[key] for s in candidate_scores],
-                               resamples, seed) for key in ROUGE_KEYS}}
+    baseline_scores = rouge_scores([baseline[id_][1] for id_ in ids], references, stemmer)
+    candidate_scores = rouge_scores([candidate[id_][1] for id_ in ids], references, stemmer)
+    return {"examples": len(ids), "resamples": resamples,
+            **gains(candidate_scores, baseline_scores, resamples, seed)}
 
 
 def comparison_table(result: dict) -> str:

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from xsumtune.io import atomic_path
-from xsumtune.report import LENGTH_BIN, systems
+from xsumtune.score.plots import LENGTH_BIN, systems
 
 ROUGE_FIGURE_KEYS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
 DPI = 100

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 from xsumtune.config import BaseConfig
+from xsumtune.io import atomic_dir
 
 SOURCE_FILE = "SOURCE.json"  # where the directory came from, written into it (pushed with it)
 
@@ -22,11 +23,7 @@ class FetchError(RuntimeError):
 
 def build_base_model(config: BaseConfig, out_dir: str | Path) -> dict:
     """Writes the base model directory for config.source; returns what SOURCE.json records."""
-    out_dir = Path(out_dir)
-    scratch = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir) as scratch:
         if config.source == "package":
             record = _from_package(config, scratch)
         elif config.source == "hub":
@@ -35,10 +32,6 @@ def build_base_model(config: BaseConfig, out_dir: str | Path) -> dict:
             record = {"source": "none", "note": "this profile loads model.name directly (a config directory "
                                                 "with random weights, or a hub id); nothing is stored here"}
         (scratch / SOURCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        scratch.rename(out_dir)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return record
 
 

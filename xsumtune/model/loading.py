@@ -143,7 +143,7 @@ def attach_adapter(base_model, adapter_dir: str, merge: bool):
     from peft import PeftModel
 
     if merge and getattr(base_model, "is_loaded_in_4bit", False):
-        raise ConfigError("evaluate.merge_adapter: must be false with model.quantization: nf4: the adapter is never "
+        raise ConfigError("generate.merge_adapter: must be false with model.quantization: nf4: the adapter is never "
                           "merged into 4-bit weights, where rounding would erase it")
     model = PeftModel.from_pretrained(base_model, adapter_dir)
     if merge:

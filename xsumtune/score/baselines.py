@@ -1,7 +1,7 @@
 """Summaries made without a model, to anchor what a model's scores mean: lead-1."""
 from __future__ import annotations
 
-from xsumtune.rouge import split_sentences
+from xsumtune.score.rouge import split_sentences
 
 
 def lead_1(document: str) -> str:

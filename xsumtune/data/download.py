@@ -3,11 +3,11 @@ reads local files only and `dvc push` stores the snapshot like any data."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from xsumtune.config import DownloadConfig
-from xsumtune.data import DataError
+from xsumtune.data.sources import DataError
+from xsumtune.io import atomic_dir
 
 SOURCE_FILE = "SOURCE.json"  # what the directory holds and where it came from, written into it
 
@@ -15,21 +15,13 @@ SOURCE_FILE = "SOURCE.json"  # what the directory holds and where it came from, 
 def download_dataset(config: DownloadConfig, out_dir: str | Path) -> dict:
     """Writes <split>.parquet for every split of config.dataset, and SOURCE.json; with no dataset, SOURCE.json
     alone says so (the stage still has its output, so the pipeline is the same for every profile)."""
-    out_dir = Path(out_dir)
-    scratch = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir) as scratch:
         if config.dataset is None:
             record = {"dataset": None, "note": "nothing downloaded: download.dataset is null, so preprocess reads "
                                                "data.source, a directory in the repository"}
         else:
             record = _snapshot(config, scratch)
         (scratch / SOURCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        scratch.rename(out_dir)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return record
 
 

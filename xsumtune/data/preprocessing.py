@@ -6,8 +6,8 @@ import statistics
 import numpy as np
 
 from xsumtune.config import Config
-from xsumtune.data import DataError, Report, load_split, take_subsets
-from xsumtune.tokenization import PromptEncoder
+from xsumtune.data.sources import DataError, Report, load_split, take_subsets
+from xsumtune.data.tokenization import PromptEncoder
 
 SPLITS = ("train", "validation", "test")
 
@@ -75,8 +75,8 @@ def reference_problem(row: dict, encoder: PromptEncoder, max_seq_len: int) -> st
 
 
 def generation_prompt(encoder: PromptEncoder, document: str, max_seq_len: int) -> dict:
-    """A test row's tokens: the generation prompt alone, cut to max_seq_len (evaluate cuts it further, to leave
-    room for evaluate.max_new_tokens); there is no summary to fit."""
+    """A test row's tokens: the generation prompt alone, cut to max_seq_len (generate cuts it further, to leave
+    room for generate.max_new_tokens); there is no summary to fit."""
     input_ids, truncated = encoder.encode_prompt(document, max_seq_len)
     return {"input_ids": input_ids, "prompt_length": len(input_ids), "truncated": truncated}
 

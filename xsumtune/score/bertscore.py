@@ -2,16 +2,16 @@
 
 Without idf weighting or baseline rescaling; special tokens are left out of the matching, as in the
 reference implementation. Figures are comparable only between runs with the same model and layer.
+torch is imported only when a scoring model is loaded: scoring without one stays torch-free.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 
 class BertScorer:
     def __init__(self, model_dir: str, layer: int | None = None, batch_size: int = 16):
+        import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -26,18 +26,20 @@ class BertScorer:
         self.batch_size = batch_size
         self.max_length = min(self.tokenizer.model_max_length, 512)
 
-    @torch.inference_mode()
-    def _embed(self, texts: list[str]) -> list[torch.Tensor]:
-        """Unit-length embeddings of each text's tokens, special tokens and padding removed."""
+    def _embed(self, texts: list[str]) -> list:
+        """Unit-length embeddings (tensors) of each text's tokens, special tokens and padding removed."""
+        import torch
+
         embedded = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
-                                   max_length=self.max_length, return_special_tokens_mask=True,
-                                   return_tensors="pt")
-            keep = batch.pop("special_tokens_mask").eq(0) & batch["attention_mask"].bool()
-            hidden = self.model(**batch.to(self.device), output_hidden_states=True).hidden_states[self.layer]
-            hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).cpu()
-            embedded += [hidden[row][keep[row]] for row in range(len(hidden))]
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
+                                       max_length=self.max_length, return_special_tokens_mask=True,
+                                       return_tensors="pt")
+                keep = batch.pop("special_tokens_mask").eq(0) & batch["attention_mask"].bool()
+                hidden = self.model(**batch.to(self.device), output_hidden_states=True).hidden_states[self.layer]
+                hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).cpu()
+                embedded += [hidden[row][keep[row]] for row in range(len(hidden))]
         return embedded
 
     def score(self, predictions: list[str], references: list[str]) -> dict[str, list[float]]:
@@ -58,12 +60,12 @@ class BertScorer:
 
 
 def load_bertscorer(model_dir: str | None, layer: int | None, batch_size: int):
-    """(scorer, None), or (None, the reason BERTScore is skipped): it never stops an evaluation."""
+    """(scorer, None), or (None, the reason BERTScore is skipped): it never stops scoring."""
     if model_dir is None:
-        return None, "no scoring model: set evaluate.bertscore_model to a local model directory"
+        return None, "no scoring model: set score.bertscore_model to a local model directory"
     if not Path(model_dir).is_dir():
-        return None, f"evaluate.bertscore_model: {model_dir}: no such directory"
+        return None, f"score.bertscore_model: {model_dir}: no such directory"
     try:
         return BertScorer(model_dir, layer, batch_size), None
     except (OSError, ValueError) as error:
-        return None, f"evaluate.bertscore_model: {model_dir}: cannot load: {error}"
+        return None, f"score.bertscore_model: {model_dir}: cannot load: {error}"

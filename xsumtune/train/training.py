@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import torch
 
 from xsumtune.checkpoints import claim, fingerprint, latest_complete_checkpoint, release
 from xsumtune.config import Config
-from xsumtune.tokenization import IGNORE_INDEX
+from xsumtune.data.tokenization import IGNORE_INDEX
+from xsumtune.io import atomic_dir
 
 
 class CompletionCollator:
@@ -54,7 +54,7 @@ def training_arguments(config: Config, output_dir: str):
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
         optim=train.optimizer,
-        gradient_checkpointing=train.gradient_checkpointing,
+        # gradient checkpointing is apply_lora's to switch on (peft's k-bit preparation needs it there): one place
         logging_steps=train.logging_steps,
         eval_strategy="epoch",
         save_strategy="steps",
@@ -170,10 +170,7 @@ def write_live(live_dir: str, history: list[dict], metrics: dict) -> None:
     Built from the history rather than logged live, so a resumed run's curves are the whole run's."""
     from dvclive import Live
 
-    target = Path(live_dir)
-    scratch = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(scratch, ignore_errors=True)
-    with Live(str(scratch), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+    with atomic_dir(live_dir) as scratch, Live(str(scratch), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         for log in history:
             values = {_metric_name(k): v for k, v in log.items() if _metric_name(k) and isinstance(v, (int, float))}
             if values:
@@ -182,8 +179,6 @@ def write_live(live_dir: str, history: list[dict], metrics: dict) -> None:
                     live.log_metric(name, value)
         for key, value in metrics.items():
             live.summary[key] = value
-    shutil.rmtree(target, ignore_errors=True)
-    scratch.rename(target)
 
 
 def _metric_name(key: str) -> str | None:
@@ -195,24 +190,10 @@ def _metric_name(key: str) -> str | None:
 
 def save_adapter(model, tokenizer, adapter_dir: str) -> None:
     """The adapter (not the base model) and tokenizer, written beside the target, then renamed into place."""
-    target = Path(adapter_dir)
-    scratch = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(scratch, ignore_errors=True)
-    model.save_pretrained(scratch)
-    tokenizer.save_pretrained(scratch)
-    _sort_target_modules(scratch / "adapter_config.json")
-    shutil.rmtree(target, ignore_errors=True)
-    scratch.rename(target)
-
-
-@torch.no_grad()
-def per_example_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over each row's labelled tokens (float32): what a batch's loss is made of."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
-                                               reduction="none")
-    return losses.sum(1) / (labels != IGNORE_INDEX).sum(1)
+    with atomic_dir(adapter_dir) as scratch:
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        _sort_target_modules(scratch / "adapter_config.json")
 
 
 def _sort_target_modules(config_path: Path) -> None:

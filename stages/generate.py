@@ -1,0 +1,60 @@
+"""Stage 3: summarize every test article with the fine-tuned (and zero-shot) model; write the generations.
+
+Generations only: the score stage scores them, so a scoring change never regenerates a summary."""
+from pathlib import Path
+
+import click
+
+from stages import fail_cleanly
+from xsumtune import distributed
+from xsumtune.checkpoints import fingerprint, release
+from xsumtune.config import load_config
+from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.generate.log import GeneratedLog
+from xsumtune.generate.records import write_generations
+from xsumtune.generate.systems import build_prompts, run_system
+from xsumtune.io import read_parquet, write_json
+from xsumtune.model.loading import attach_adapter, load_base_model
+from xsumtune.model.runtime import check_runtime
+from xsumtune.provenance import describe_run
+
+
+@click.command()
+@click.option("--params", default="params.yaml", show_default=True)
+@click.option("--test-data", required=True, help="Processed test split (.parquet).")
+@click.option("--adapter-dir", required=True, help="The trained LoRA adapter.")
+@click.option("--generations", "generations_dir", required=True, help="Where each system's <system>.jsonl goes.")
+@click.option("--progress-dir", required=True, help="Generations so far; a killed run resumes from them.")
+@click.option("--run-info", help="Where to record the revisions, library versions and device (JSON).")
+@fail_cleanly
+def main(params, test_data, adapter_dir, generations_dir, progress_dir, run_info):
+    config = load_config(params)
+    check_runtime(config, processes=config.generate.processes)
+    distributed.init()
+    progress = Path(progress_dir) / f"rank-{distributed.rank()}" if distributed.world_size() > 1 else progress_dir
+    log = GeneratedLog(progress, fingerprint(config.seed, config.prompt, config.model, config.generate,
+                                             Path(test_data), Path(adapter_dir)))
+    tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
+    prompts = build_prompts(config, tokenizer, read_parquet(test_data))
+    mine = distributed.shard(prompts)  # every process generates its share; all are gathered in order
+    base_model = load_base_model(config.model, config.seed).eval()
+    generated = {}
+    if config.generate.zero_shot:  # before the adapter: merging it changes the base weights in place
+        generated["zero_shot"] = distributed.gather_in_order(
+            prompts, run_system(config, base_model, tokenizer, mine, "zero-shot", log))
+    model = attach_adapter(base_model, adapter_dir, merge=config.generate.merge_adapter)
+    fine_tuned = distributed.gather_in_order(prompts, run_system(config, model, tokenizer, mine, "fine-tuned", log))
+    if not distributed.is_main():
+        return  # the main process writes
+    generated = {"fine_tuned": fine_tuned, **generated}
+    write_generations(generations_dir, generated)
+    if run_info:
+        write_json(run_info, describe_run(config, model))
+    release(progress_dir)
+    click.echo("generate: " + "; ".join(
+        f"{name} {len(results)} articles, {sum(g.error is not None for g in results)} failed, "
+        f"{sum(g.stopped_by_cap for g in results)} cut by the cap" for name, results in generated.items()))
+
+
+if __name__ == "__main__":
+    main()

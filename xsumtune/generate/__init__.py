@@ -1,0 +1,1 @@
+"""Generation: prompts to summaries, batched and resumable; the generations file the score stage reads."""

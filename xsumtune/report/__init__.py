@@ -1,0 +1,1 @@
+"""Reading the results: the markdown report, figures, the human-evaluation sheet and seed spreads."""

@@ -1,0 +1,1 @@
+"""Training: the collator, Trainer arguments, the LoRA fine-tuning loop and the adapter it saves."""
