@@ -17,17 +17,15 @@ TRAIN_TINY = """
 import tempfile
 import stages  # the kernel pins, before torch loads
 import torch
-from conftest import TINY_CONFIG_DIR, TOKENIZER_DIR
-from xsumtune.config import Config, LoraConfig, ModelConfig, TrainConfig
-from xsumtune.modeling import apply_lora, load_base_model
-from xsumtune.tokenization import PromptEncoder, load_tokenizer
-from xsumtune.training import adapter_checksum, train_adapter
+from conftest import tiny, tiny_config
+from xsumtune.data.tokenization import PromptEncoder, load_tokenizer
+from xsumtune.model.loading import apply_lora, load_base_model
+from xsumtune.train.training import adapter_checksum, train_adapter
 
-tokenizer = load_tokenizer(str(TOKENIZER_DIR))
-model_config = ModelConfig(name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR),
-                           dtype="float32", quantization="none")
-config = Config(model=model_config, lora=LoraConfig(), train=TrainConfig(
-    epochs=1, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=1, optimizer="adamw_torch"))
+model_config = tiny("model")
+tokenizer = load_tokenizer(model_config.tokenizer)
+config = tiny_config(train=tiny("train", epochs=1, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0,
+                                logging_steps=1, save_steps=4, optimizer="adamw_torch"))
 encoder = PromptEncoder(tokenizer, "direct")
 rows = [encoder.encode("The council voted to close the library. " * (i + 1), "A library is to close.", 256)
         for i in range(8)]

@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import Trainer
 
-from conftest import ROOT
-from xsumtune.config import Config, LoraConfig, TrainConfig
-from xsumtune.modeling import apply_lora, load_base_model
-from xsumtune.tokenization import PromptEncoder
-from xsumtune.training import CompletionCollator, labelled_logits_trainer, to_dataset, training_arguments
+from conftest import ROOT, tiny, tiny_config
+from xsumtune.config import Config
+from xsumtune.data.tokenization import PromptEncoder
+from xsumtune.model.loading import apply_lora, load_base_model
+from xsumtune.train.training import CompletionCollator, labelled_logits_trainer, to_dataset, training_arguments
 
 ARTICLES = [
     ("The city council voted to close the library on Friday after a long debate about its costs.",
@@ -31,7 +31,7 @@ def build(config: Config, tokenizer, tmp_path, trainer_class, rows):
 def config_for(model_config, **train) -> Config:
     defaults = dict(epochs=1, batch_size=2, grad_accum=2, lr=1.0e-2, warmup_steps=0, logging_steps=1,
                     save_steps=1000, optimizer="adamw_torch", gradient_checkpointing=False)
-    return Config(model=model_config, lora=LoraConfig(dropout=0.0), train=TrainConfig(**{**defaults, **train}))
+    return tiny_config(model=model_config, lora=tiny("lora", dropout=0.0), train=tiny("train", **{**defaults, **train}))
 
 
 @pytest.mark.parametrize("architecture", ["tiny-phi", "tiny-llama"])

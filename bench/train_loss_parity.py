@@ -1,0 +1,111 @@
+"""The train stage's loss (logits at labelled positions only) against Trainer's own (logits everywhere):
+the same loss curve over 200+ optimizer steps, and what each costs, on a profile's own settings.
+
+The train stage's code and a profile's params (`profile_config`): its Trainer arguments, LoRA, model
+dtype, batch and accumulation; the profile's own data through the preprocess stage's code. Both runs start
+from the same seeded weights and see the same batches in the same order. Recorded: both loss curves, their
+largest difference, real (non-pad) tokens/s and seconds per step of each, peak memory.
+
+    python bench/train_loss_parity.py --profile smol --set model.name=models/configs/smollm2-135m \\
+        --set model.weights=random --set model.tokenizer=models/tokenizers/smollm2 --steps 200
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from common import ROOT, profile_config, run_facts, write_result
+from xsumtune.data.preprocessing import prepare_splits
+from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.model.loading import apply_lora, load_base_model
+from xsumtune.train.training import CompletionCollator, labelled_logits_trainer, to_dataset, training_arguments
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class Clock(TrainerCallback):
+    """Seconds and real tokens of each optimizer step after the first few (warm-up: allocator, kernels)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.times, self.tokens, self.start = warmup, [], 0, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        sync()
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        sync()
+        if state.global_step > self.warmup:
+            self.times.append(time.perf_counter() - self.start)
+
+
+class CountingCollator(CompletionCollator):
+    def __init__(self, pad_token_id: int, clock: Clock):
+        super().__init__(pad_token_id)
+        self.clock, self.real, self.padded = clock, 0, 0
+
+    def __call__(self, examples):
+        batch = super().__call__(examples)
+        self.real += int(batch["attention_mask"].sum())
+        self.padded += batch["attention_mask"].numel()
+        return batch
+
+
+def train_once(config, tokenizer, rows, trainer_class, steps: int, warmup: int) -> dict:
+    model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed,
+                       config.train.gradient_checkpointing)
+    clock = Clock(warmup)
+    collator = CountingCollator(tokenizer.pad_token_id, clock)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = training_arguments(config, scratch)
+        args.max_steps, args.logging_steps, args.save_strategy, args.eval_strategy = steps, 1, "no", "no"
+        trainer = trainer_class(model=model, args=args, train_dataset=to_dataset(rows), data_collator=collator,
+                                callbacks=[clock])
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    timed = sum(clock.times)
+    per_step_tokens = collator.real / max(trainer.state.global_step, 1)
+    return {"losses": losses, "steps": trainer.state.global_step, "timed_steps": len(clock.times),
+            "seconds_per_step_median": round(sorted(clock.times)[len(clock.times) // 2], 4),
+            "real_tokens_per_s": round(per_step_tokens * len(clock.times) / timed, 1),
+            "padding_share": round(1 - collator.real / collator.padded, 4),
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="smol")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_loss_parity.json"))
+    args = parser.parse_args()
+    config = profile_config(args.profile, tuple(args.overrides))
+    tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
+    splits, _ = prepare_splits(config, tokenizer)
+    rows = splits["train"]
+    runs = {name: train_once(config, tokenizer, rows, trainer_class, args.steps, args.warmup)
+            for name, trainer_class in (("trainer_own", Trainer), ("labelled_logits", labelled_logits_trainer()))}
+    plain, labelled = runs["trainer_own"]["losses"], runs["labelled_logits"]["losses"]
+    result = {
+        "bench": "train_loss_parity", "profile": args.profile, "overrides": args.overrides,
+        "train_examples": len(rows), "batch_size": config.train.batch_size, "grad_accum": config.train.grad_accum,
+        "steps": args.steps, "max_abs_loss_diff": round(max(abs(a - b) for a, b in zip(plain, labelled)), 5),
+        "final_loss": {"trainer_own": plain[-1], "labelled_logits": labelled[-1]},
+        "speedup": round(runs["labelled_logits"]["real_tokens_per_s"] / runs["trainer_own"]["real_tokens_per_s"], 3),
+        **runs, **run_facts(),
+    }
+    write_result(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
