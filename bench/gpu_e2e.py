@@ -15,7 +15,6 @@ and export PIP_FIND_LINKS=<folder> PIP_NO_INDEX=1 (pip's own settings).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -51,15 +50,6 @@ def tree_files() -> list[str]:
     """The files that run: the tree as committed plus working changes, results left out."""
     files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
     return sorted(name for name in files if (ROOT / name).is_file() and not name.startswith("bench/results/"))
-
-
-def tree_digest(files: list[str]) -> str:
-    """sha256 over the files' names and bytes: the same digest here and on the machine that ran, whatever
-    git metadata travelled with the copy (compare with `python bench/gpu_e2e.py --digest` on a checkout)."""
-    digest = hashlib.sha256()
-    for name in files:
-        digest.update(name.encode() + b"\0" + hashlib.sha256((ROOT / name).read_bytes()).digest())
-    return digest.hexdigest()[:16]
 
 
 def compose(target: Path, profile: str, overrides: list[str]) -> None:
@@ -117,7 +107,7 @@ def run(name: str, profile: str, overrides: list[str], results: Path, commit: st
         commit = sh(["git", "rev-parse", "HEAD"], ROOT).stdout.strip()
     dirty = bool(sh(["git", "status", "--porcelain", "--untracked-files=no"], ROOT).stdout.strip())
     record = {"run": name, "profile": profile, "overrides": overrides, "commit": commit, "dirty": dirty,
-              "tree_digest": tree_digest(tree_files()), "host": platform.node(), "stages": {}, "ok": False}
+              "host": platform.node(), "stages": {}, "ok": False}
     try:
         import torch
 
@@ -182,11 +172,7 @@ def main() -> int:
     parser.add_argument("--name", help="the results name (one run only); default: the run's")
     parser.add_argument("--commit", help="the commit whose tree this is, recorded as given (default: git's HEAD)")
     parser.add_argument("--results", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--digest", action="store_true", help="print the tree's digest and stop")
     args = parser.parse_args()
-    if args.digest:
-        print(tree_digest(tree_files()))
-        return 0
     unknown = sorted(set(args.runs) - set(RUNS))
     if unknown or not args.runs:
         parser.error(f"runs: {', '.join(unknown) or 'none given'}; choose from {', '.join(sorted(RUNS))}")
