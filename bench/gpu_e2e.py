@@ -5,7 +5,7 @@ copy of this repository) for a profile, with its metrics and per-stage seconds i
     python bench/gpu_e2e.py phi2                     # Phi-2's architecture, random weights, the reference nf4
                                                      # recipe on 320 training articles, every test article
     python bench/gpu_e2e.py smol --set train.epochs=1 --name smol-short   # any override, as `dvc exp run -S`
-    python bench/gpu_e2e.py smol --decode evaluate.num_beams=4,evaluate.cache=dynamic
+    python bench/gpu_e2e.py smol --decode generate.num_beams=4,generate.cache=dynamic
         # then, on the same trained adapter, generation and scoring again with other decoding params: as
         # `dvc exp run -S` of decoding keys reruns only what follows train (e2e_<name>+d1.json, ...)
 
@@ -46,12 +46,6 @@ def sh(args, cwd, log=None, check=True) -> subprocess.CompletedProcess:
 GIT = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "-c", "init.defaultBranch=main"]
 
 
-def tree_files() -> list[str]:
-    """The files that run: the tree as committed plus working changes, results left out."""
-    files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
-    return sorted(name for name in files if (ROOT / name).is_file() and not name.startswith("bench/results/"))
-
-
 def compose(target: Path, profile: str, overrides: list[str]) -> None:
     from dvc.utils.hydra import compose_and_dump
 
@@ -61,9 +55,11 @@ def compose(target: Path, profile: str, overrides: list[str]) -> None:
 
 def scratch_copy(target: Path, profile: str, overrides: list[str]) -> None:
     """The tree as committed plus working changes, params composed for the profile, as its own git repo."""
-    for name in tree_files():
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target / name)
+    files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith("bench/results/"):
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
     for outputs in ("metrics", "reports"):  # the committed figures: what is read back must be this run's
         shutil.rmtree(target / outputs, ignore_errors=True)
     compose(target, profile, overrides)
