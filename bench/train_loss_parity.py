@@ -47,9 +47,11 @@ class Clock(TrainerCallback):
 
 
 class CountingCollator(CompletionCollator):
-    def __init__(self, pad_token_id: int, clock: Clock):
+    """Counts the real and the padded tokens of every batch it builds."""
+
+    def __init__(self, pad_token_id: int):
         super().__init__(pad_token_id)
-        self.clock, self.real, self.padded = clock, 0, 0
+        self.real, self.padded = 0, 0
 
     def __call__(self, examples):
         batch = super().__call__(examples)
@@ -62,7 +64,7 @@ def train_once(config, tokenizer, rows, trainer_class, steps: int, warmup: int) 
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed,
                        config.train.gradient_checkpointing)
     clock = Clock(warmup)
-    collator = CountingCollator(tokenizer.pad_token_id, clock)
+    collator = CountingCollator(tokenizer.pad_token_id)
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(config, scratch)
         args.max_steps, args.logging_steps, args.save_strategy, args.eval_strategy = steps, 1, "no", "no"
