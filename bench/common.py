@@ -29,7 +29,8 @@ def profile_config(profile: str = "phi2-random", overrides: tuple[str, ...] = ()
 
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "params.yaml"
-        compose_and_dump(path, str(ROOT / "conf"), None, "config", str(ROOT), [f"profile={profile}", *overrides])
+        compose_and_dump(path, str(ROOT / "conf"), None, "config", str(ROOT / "conf"),
+                         [f"profile={profile}", *overrides])
         return load_config(path)
 
 

@@ -49,7 +49,7 @@ GIT = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "-c", "in
 def compose(target: Path, profile: str, overrides: list[str]) -> None:
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(target / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT),
+    compose_and_dump(target / "params.yaml", str(ROOT / "conf"), None, "config", str(ROOT / "conf"),
                      [f"profile={profile}", *overrides])
 
 

@@ -15,7 +15,8 @@ def compose_params(path: Path, profile: str = "tiny", overrides=()) -> Path:
     """params.yaml for a profile, composed from conf/ as `dvc exp run -S profile=...` does."""
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(path, str(ROOT / "conf"), None, "config", str(ROOT), [f"profile={profile}", *overrides])
+    compose_and_dump(path, str(ROOT / "conf"), None, "config", str(ROOT / "conf"),
+                     [f"profile={profile}", *overrides])
     return path
 
 

@@ -17,7 +17,7 @@ def compose(tmp_path, overrides=()):
     from dvc.utils.hydra import compose_and_dump
 
     out = tmp_path / "params.yaml"
-    compose_and_dump(out, str(ROOT / "conf"), None, "config", str(ROOT), list(overrides))
+    compose_and_dump(out, str(ROOT / "conf"), None, "config", str(ROOT / "conf"), list(overrides))
     return out
 
 
@@ -169,3 +169,20 @@ def test_bfloat16_is_refused_on_a_gpu_without_it(tmp_path):
         check_precision(nf4, "Tesla T4", bf16_supported=False)
     with pytest.raises(ConfigError, match="model.dtype: float16 training needs a CUDA GPU"):
         check_precision(config(dtype="float16"), None, bf16_supported=False)
+
+
+@pytest.mark.parametrize(("override", "line"), [
+    ("train.lr=-1", "Error: params.yaml: train.lr: must be > 0, got -1.0"),
+    ("generate.num_beams=two", "Error: params.yaml: generate.num_beams: expected an integer, got 'two'"),
+])
+def test_composing_a_bad_value_stops_with_the_line_naming_its_key(tmp_path, override, line):
+    """conf/hydra_plugins checks the composed params, as `dvc exp run -S` composes them, before any file is written."""
+    with pytest.raises(SystemExit) as stopped:
+        compose(tmp_path, [override])
+    assert str(stopped.value) == line
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_composing_good_values_marks_them_validated(tmp_path):
+    params = yaml.safe_load(compose(tmp_path, ["train.lr=5e-4"]).read_text())
+    assert (params["validated"], params["train"]["lr"]) == (True, 5e-4)

@@ -36,6 +36,17 @@ def test_failing_stage_under_dvc_repro_ends_with_its_line_then_dvcs(tmp_path):
     assert not any("Traceback" in line or "ChildFailedError" in line for line in lines), lines
 
 
+def test_a_bad_value_on_dvc_exp_run_ends_with_the_line_naming_its_key(tmp_path):
+    """The composed params are checked before DVC stashes or runs anything (conf/hydra_plugins)."""
+    repo = copy_repo(tmp_path / "repo")
+    code, lines = output_lines([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=-1"], repo)
+    assert code != 0
+    assert lines[-1] == "Error: params.yaml: train.lr: must be > 0, got -1.0", lines
+    assert not any("Running stage" in line or "Traceback" in line for line in lines), lines
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    assert status == ""  # params.yaml as it was, nothing else touched
+
+
 def test_several_processes_print_the_first_ranks_line_once_and_last(tmp_path):
     params = tiny_params()
     params["train"].update(lr=-1, processes=2)

@@ -145,6 +145,7 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class Config:
+    validated: bool  # conf/config.yaml: `dvc exp run` checks the composed params before anything runs
     seed: int  # training: LoRA init, data order, random weights; data.seed picks the data
     base: BaseConfig
     download: DownloadConfig
@@ -164,6 +165,12 @@ def load_config(path: str | Path = "params.yaml") -> Config:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read params: {error}") from error
+    return config_from_mapping(raw, path)
+
+
+def config_from_mapping(raw, path: str | Path = "params.yaml") -> Config:
+    """The typed, checked config of a params mapping; a ConfigError names the key (messages say `path`)."""
+    path = Path(path)
     config = _build(Config, raw, path, prefix="")
     validate(config, path)
     return config
