@@ -117,9 +117,11 @@ class LabelledLogitsLoss:
 
 
 def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], validation_rows: list[dict],
-                  adapter_dir: str, live_dir: str, checkpoint_dir: str, resume_key: str = "") -> dict:
+                  adapter_dir: str, live_dir: str, checkpoint_dir: str, resume_key: str = "",
+                  callbacks: tuple = (), collator=None) -> dict:
     """Trains the LoRA adapter, resuming from the last complete checkpoint in checkpoint_dir when it was
-    made by the same run (resume_key), then writes the adapter and the dvclive metrics and plots."""
+    made by the same run (resume_key), then writes the adapter and the dvclive metrics and plots.
+    callbacks (Trainer callbacks) and collator (a CompletionCollator) let a benchmark time this code."""
     args = training_arguments(config, checkpoint_dir)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
@@ -128,7 +130,8 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
         args=args,
         train_dataset=to_dataset(train_rows),
         eval_dataset=to_dataset(validation_rows),
-        data_collator=CompletionCollator(tokenizer.pad_token_id),
+        data_collator=collator or CompletionCollator(tokenizer.pad_token_id),
+        callbacks=list(callbacks),
     )
     resume_from = latest_complete_checkpoint(checkpoint_dir)
     if resume_from:

@@ -1,0 +1,148 @@
+"""Training throughput of the train stage itself, on a profile's params: what `dvc repro` runs.
+
+Each repetition does what stages/train.py does (the profile's tokenizer, base model, LoRA and
+`train_adapter`, with the preprocess stage's own rows) for one epoch (`train.epochs=1` is added to the
+overrides: every epoch's steps are alike) and times every optimizer step after `--warmup` of them: the
+whole epoch, so every length the data holds, in the sampler's order. A step's time is
+wall time from the end of the step before it to its own end: data loading, collation, logging and host
+overhead included; the steps during which the stage evaluated or saved a checkpoint are left out. Tokens
+are real (non-pad) tokens, counted as the stage's collator builds each training batch. Three
+repetitions (`--reps`); the JSON holds each and their median and spread, with the profile, overrides
+and commit.
+
+    python bench/train_stage.py --profile smol --name smol
+    python bench/train_stage.py --profile phi2-random --name phi2-bf16 --set model.quantization=none \
+        --set model.dtype=bfloat16 ... (the settings under test, as `dvc exp run -S` takes them)
+
+The profile's model.name must exist: for `models/base`, run the base_model stage first
+(`python -m stages.base_model --params <composed params> --out-dir models/base`).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+
+import torch
+from transformers import TrainerCallback
+
+from common import ROOT, profile_config, run_facts, write_result
+from xsumtune.data.preprocessing import prepare_splits
+from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.model.loading import apply_lora, load_base_model
+from xsumtune.model.runtime import check_runtime
+from xsumtune.train.training import CompletionCollator, train_adapter
+
+PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
+
+
+class CountingCollator(CompletionCollator):
+    """The stage's collator, logging the real tokens and rows of each training batch (not evaluation's)."""
+
+    def __init__(self, pad_token_id: int, model):
+        super().__init__(pad_token_id)
+        self.model, self.batches = model, []
+
+    def __call__(self, examples):
+        batch = super().__call__(examples)
+        if self.model.training:  # Trainer switches to eval mode before it collates evaluation batches
+            self.batches.append((int(batch["attention_mask"].sum()), len(examples), batch["input_ids"].numel()))
+        return batch
+
+
+class StepClock(TrainerCallback):
+    """The end time of every optimizer step; steps during which the stage evaluated or saved are marked."""
+
+    def __init__(self):
+        self.ends, self.skipped, self._busy = [], set(), False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.ends.append(time.perf_counter())
+        if self._busy:
+            self.skipped.add(len(self.ends) - 1)
+        self._busy = False
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._busy = True  # evaluation ran after this step's end: the next interval holds it
+
+    def on_save(self, args, state, control, **kwargs):
+        self._busy = True
+
+
+def repetition(config, tokenizer, train_rows, validation_rows, warmup: int) -> dict:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model = load_base_model(config.model, config.seed)
+    model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)
+    collator, clock = CountingCollator(tokenizer.pad_token_id, model), StepClock()
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        metrics = train_adapter(config, model, tokenizer, train_rows, validation_rows, f"{scratch}/adapter",
+                                f"{scratch}/live", f"{scratch}/checkpoints", callbacks=[clock], collator=collator)
+        total = time.perf_counter() - started
+    per_step = config.train.grad_accum
+    steps = len(clock.ends)
+    timed = [i for i in range(warmup + 1, steps) if i not in clock.skipped]
+    seconds = sum(clock.ends[i] - clock.ends[i - 1] for i in timed)
+    batches = [collator.batches[i * per_step:(i + 1) * per_step] for i in timed]
+    real = sum(b[0] for step in batches for b in step)
+    rows = sum(b[1] for step in batches for b in step)
+    padded = sum(b[2] for step in batches for b in step)
+    del model
+    return {
+        "optimizer_steps": steps, "timed_steps": len(timed), "timed_seconds": round(seconds, 2),
+        "real_tokens_per_s": round(real / seconds), "samples_per_s": round(rows / seconds, 2),
+        "padding_share": round(1 - real / padded, 3), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0, 2),
+        "stage_seconds": round(total, 1), "train_loss": round(metrics["train_loss"], 4),
+        "eval_loss": round(metrics["eval_loss"], 4),
+    }
+
+
+def commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="key=value, as dvc exp run -S")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--commit", default=None, help="the commit to record (default: git rev-parse HEAD)")
+    parser.add_argument("--flops-per-token", type=float, default=None,
+                        help="model FLOPs per trained token (forward + backward), for MFU against bf16 peak")
+    parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+
+    config = profile_config(args.profile, (*args.overrides, "train.epochs=1"))
+    check_runtime(config, processes=1)
+    tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
+    splits, _ = prepare_splits(config, tokenizer)  # the preprocess stage's rows
+    reps = [repetition(config, tokenizer, splits["train"], splits["validation"], args.warmup)
+            for _ in range(args.reps)]
+    speeds = sorted(r["real_tokens_per_s"] for r in reps)
+    result = {
+        "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides,
+        "commit": args.commit or commit(), "train_rows": len(splits["train"]),
+        "batch": f"{config.train.batch_size} x {config.train.grad_accum}",
+        "warmup_steps_untimed": args.warmup,
+        "real_tokens_per_s_median": statistics.median(speeds),
+        "real_tokens_per_s_min": speeds[0], "real_tokens_per_s_max": speeds[-1],
+        "spread": round((speeds[-1] - speeds[0]) / statistics.median(speeds), 4),
+        "peak_gib_max": max(r["peak_gib"] for r in reps),
+        "repetitions": reps, **run_facts(),
+    }
+    if args.flops_per_token:
+        result["mfu_median"] = round(result["real_tokens_per_s_median"] * args.flops_per_token / PEAK_BF16_FLOPS, 4)
+    write_result(f"{args.out_dir}/train_stage_{args.name}.json", result)
+
+
+if __name__ == "__main__":
+    main()
