@@ -1,9 +1,9 @@
 """Training throughput of the train stage itself, on a profile's params: what `dvc repro` runs.
 
 Each repetition does what stages/train.py does (the profile's tokenizer, base model, LoRA and
-`train_adapter`, with the preprocess stage's own rows) for one epoch (`train.epochs=1` is added to the
-overrides: every epoch's steps are alike) and times every optimizer step after `--warmup` of them: the
-whole epoch, so every length the data holds, in the sampler's order. A step's time is
+`train_adapter`, with the preprocess stage's own rows) for `--epochs` whole epochs (default 1: every
+epoch's steps are alike) and times every optimizer step after `--warmup` of them: so every length the
+data holds, in the sampler's order. A step's time is
 wall time from the end of the step before it to its own end: data loading, collation, logging and host
 overhead included; the steps during which the stage evaluated or saved a checkpoint are left out. Tokens
 are real (non-pad) tokens, counted as the stage's collator builds each training batch. Three
@@ -39,15 +39,16 @@ PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
 
 
 class CountingCollator(CompletionCollator):
-    """The stage's collator, logging the real tokens and rows of each training batch (not evaluation's)."""
+    """The stage's collator, logging the real tokens and rows of each training batch (not evaluation's:
+    a training batch holds the training rows' own token lists)."""
 
-    def __init__(self, pad_token_id: int, model):
+    def __init__(self, pad_token_id: int, train_rows: list[dict]):
         super().__init__(pad_token_id)
-        self.model, self.batches = model, []
+        self.train_ids, self.batches = {id(row["input_ids"]) for row in train_rows}, []
 
     def __call__(self, examples):
         batch = super().__call__(examples)
-        if self.model.training:  # Trainer switches to eval mode before it collates evaluation batches
+        if id(examples[0]["input_ids"]) in self.train_ids:
             self.batches.append((int(batch["attention_mask"].sum()), len(examples), batch["input_ids"].numel()))
         return batch
 
@@ -79,7 +80,7 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int) -> d
         torch.cuda.reset_peak_memory_stats()
     model = load_base_model(config.model, config.seed)
     model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)
-    collator, clock = CountingCollator(tokenizer.pad_token_id, model), StepClock()
+    collator, clock = CountingCollator(tokenizer.pad_token_id, train_rows), StepClock()
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         metrics = train_adapter(config, model, tokenizer, train_rows, validation_rows, f"{scratch}/adapter",
@@ -115,13 +116,14 @@ def main():
     parser.add_argument("--name", required=True)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=1, help="train.epochs for the timed run")
     parser.add_argument("--commit", default=None, help="the commit to record (default: git rev-parse HEAD)")
     parser.add_argument("--flops-per-token", type=float, default=None,
                         help="model FLOPs per trained token (forward + backward), for MFU against bf16 peak")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
 
-    config = profile_config(args.profile, (*args.overrides, "train.epochs=1"))
+    config = profile_config(args.profile, (*args.overrides, f"train.epochs={args.epochs}"))
     check_runtime(config, processes=1)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     splits, _ = prepare_splits(config, tokenizer)  # the preprocess stage's rows
@@ -132,7 +134,7 @@ def main():
         "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides,
         "commit": args.commit or commit(), "train_rows": len(splits["train"]),
         "batch": f"{config.train.batch_size} x {config.train.grad_accum}",
-        "warmup_steps_untimed": args.warmup,
+        "epochs": args.epochs, "warmup_steps_untimed": args.warmup,
         "real_tokens_per_s_median": statistics.median(speeds),
         "real_tokens_per_s_min": speeds[0], "real_tokens_per_s_max": speeds[-1],
         "spread": round((speeds[-1] - speeds[0]) / statistics.median(speeds), 4),
