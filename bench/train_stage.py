@@ -3,7 +3,8 @@
 Each repetition does what stages/train.py does (the profile's tokenizer, base model, LoRA and
 `train_adapter`, with the preprocess stage's own rows) for `--epochs` whole epochs (default 1: every
 epoch's steps are alike) and times every optimizer step after `--warmup` of them: so every length the
-data holds, in the sampler's order. A step's time is
+data holds, in the sampler's order. `--profile-steps` also writes the top operators of 3 steps of the
+last repetition with the share of wall time the GPU was busy (those steps are left out of its timing). A step's time is
 wall time from the end of the step before it to its own end: data loading, collation, logging and host
 overhead included; the steps during which the stage evaluated or saved a checkpoint are left out. Tokens
 are real (non-pad) tokens, counted as the stage's collator builds each training batch. Three
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
@@ -54,18 +56,46 @@ class CountingCollator(CompletionCollator):
 
 
 class StepClock(TrainerCallback):
-    """The end time of every optimizer step; steps during which the stage evaluated or saved are marked."""
+    """The end time of every optimizer step; steps during which the stage evaluated or saved are marked,
+    and so are the steps profiled (profile_to: a table of the top operators of `profile_steps` steps)."""
 
-    def __init__(self):
+    def __init__(self, profile_to: str | None = None, profile_from: int = 0, profile_steps: int = 3):
         self.ends, self.skipped, self._busy = [], set(), False
+        self.profile_to, self.profile_from, self.profile_steps, self._profiler = profile_to, profile_from, profile_steps, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.profile_to and len(self.ends) == self.profile_from:
+            from torch.profiler import ProfilerActivity, profile
+
+            self._profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self._profiler.__enter__()
 
     def on_step_end(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.ends.append(time.perf_counter())
-        if self._busy:
-            self.skipped.add(len(self.ends) - 1)
+        step = len(self.ends) - 1
+        if self._busy or self._profiler is not None:
+            self.skipped.add(step)
         self._busy = False
+        if self._profiler is not None and step == self.profile_from + self.profile_steps - 1:
+            self._write_profile(self.ends[step] - self.ends[self.profile_from - 1])
+
+    def _write_profile(self, wall: float) -> None:
+        profiler, self._profiler = self._profiler, None
+        profiler.__exit__(None, None, None)
+        events = profiler.key_averages()
+        try:  # kernels are the events on the device; their self time is the GPU's busy time
+            kernels = [event for event in events if event.device_type.name == "CUDA"]
+            gpu = sum(event.self_device_time_total for event in kernels) / 1e6
+            launches = sum(event.count for event in kernels)
+            head = (f"{self.profile_steps} optimizer steps: {wall:.3f} s wall (under the profiler), {gpu:.3f} s of "
+                    f"GPU kernel time ({gpu / wall:.0%} busy), {launches} kernel launches\n")
+        except (AttributeError, ZeroDivisionError) as error:
+            head = f"{self.profile_steps} optimizer steps: {wall:.3f} s wall (under the profiler); no GPU sum: {error}\n"
+        table = events.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=60)
+        Path(self.profile_to).write_text(head + table + "\n")
+        print(head)
 
     def on_evaluate(self, args, state, control, **kwargs):
         self._busy = True  # evaluation ran after this step's end: the next interval holds it
@@ -74,13 +104,13 @@ class StepClock(TrainerCallback):
         self._busy = True
 
 
-def repetition(config, tokenizer, train_rows, validation_rows, warmup: int) -> dict:
+def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, profile_to: str | None = None) -> dict:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model = load_base_model(config.model, config.seed)
     model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)
-    collator, clock = CountingCollator(tokenizer.pad_token_id, train_rows), StepClock()
+    collator, clock = CountingCollator(tokenizer.pad_token_id, train_rows), StepClock(profile_to, profile_from=warmup + 1)
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         metrics = train_adapter(config, model, tokenizer, train_rows, validation_rows, f"{scratch}/adapter",
@@ -121,14 +151,17 @@ def main():
     parser.add_argument("--flops-per-token", type=float, default=None,
                         help="model FLOPs per trained token (forward + backward), for MFU against bf16 peak")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--profile-steps", action="store_true",
+                        help="the last repetition also profiles 3 steps after warm-up (left out of its timing)")
     args = parser.parse_args()
 
     config = profile_config(args.profile, (*args.overrides, f"train.epochs={args.epochs}"))
     check_runtime(config, processes=1)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     splits, _ = prepare_splits(config, tokenizer)  # the preprocess stage's rows
-    reps = [repetition(config, tokenizer, splits["train"], splits["validation"], args.warmup)
-            for _ in range(args.reps)]
+    profile_to = f"{args.out_dir}/train_stage_{args.name}_profile.txt" if args.profile_steps else None
+    reps = [repetition(config, tokenizer, splits["train"], splits["validation"], args.warmup,
+                       profile_to if rep == args.reps - 1 else None) for rep in range(args.reps)]
     speeds = sorted(r["real_tokens_per_s"] for r in reps)
     result = {
         "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides,
