@@ -3,8 +3,9 @@
 Each repetition does what stages/train.py does (the profile's tokenizer, base model, LoRA and
 `train_adapter`, with the preprocess stage's own rows) for `--epochs` whole epochs (default 1: every
 epoch's steps are alike) and times every optimizer step after `--warmup` of them: so every length the
-data holds, in the sampler's order. `--profile-steps` also writes the top operators of 3 steps of the
-last repetition with the share of wall time the GPU was busy (those steps are left out of its timing). A step's time is
+data holds, in the sampler's order. `--profile-steps` then runs once more to write the top operators of
+3 steps and the share of their wall time the GPU was busy; that run is not one of the timed repetitions
+(with the profiler attached, the whole run slowed to about half speed on an H200). A step's time is
 wall time from the end of the step before it to its own end: data loading, collation, logging and host
 overhead included; the steps during which the stage evaluated or saved a checkpoint are left out. Tokens
 are real (non-pad) tokens, counted as the stage's collator builds each training batch. Three
@@ -152,16 +153,18 @@ def main():
                         help="model FLOPs per trained token (forward + backward), for MFU against bf16 peak")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--profile-steps", action="store_true",
-                        help="the last repetition also profiles 3 steps after warm-up (left out of its timing)")
+                        help="one more run, not timed, profiles 3 steps after warm-up")
     args = parser.parse_args()
 
     config = profile_config(args.profile, (*args.overrides, f"train.epochs={args.epochs}"))
     check_runtime(config, processes=1)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     splits, _ = prepare_splits(config, tokenizer)  # the preprocess stage's rows
-    profile_to = f"{args.out_dir}/train_stage_{args.name}_profile.txt" if args.profile_steps else None
-    reps = [repetition(config, tokenizer, splits["train"], splits["validation"], args.warmup,
-                       profile_to if rep == args.reps - 1 else None) for rep in range(args.reps)]
+    reps = [repetition(config, tokenizer, splits["train"], splits["validation"], args.warmup)
+            for _ in range(args.reps)]
+    if args.profile_steps:  # a run of its own: under the profiler a whole run slows down, not only its steps
+        repetition(config, tokenizer, splits["train"], splits["validation"], args.warmup,
+                   f"{args.out_dir}/train_stage_{args.name}_profile.txt")
     speeds = sorted(r["real_tokens_per_s"] for r in reps)
     result = {
         "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides,
