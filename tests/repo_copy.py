@@ -51,12 +51,12 @@ def commit(repo: Path, message: str) -> None:
     git("commit", "-qm", message, "--allow-empty", cwd=repo)
 
 
-def shrink_params(repo: Path) -> None:
-    """Writes SHRINK into params.yaml, for a plain `dvc repro`."""
+def shrink_params(repo: Path, changes: dict | None = None) -> None:
+    """Writes SHRINK (and `changes`, dotted keys too) into params.yaml, for a plain `dvc repro`."""
     import yaml
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in SHRINK.items():
+    for key, value in {**SHRINK, **(changes or {})}.items():
         section, name = key.split(".")
         params[section][name] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -82,3 +82,9 @@ def clean_env(**extra) -> dict:
     """The environment without any cloud credentials or config of the machine's user."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DVC_"))}
     return env | extra
+
+
+def copy_tree(repo: Path, copy: Path) -> Path:
+    """A copy of a repository that has run (git history, DVC cache and outputs): its own to change."""
+    shutil.copytree(repo, copy, symlinks=True)
+    return copy

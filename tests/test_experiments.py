@@ -41,7 +41,7 @@ def swept(tmp_path_factory):
 
     overrides = [arg for key, value in SHRINK.items() for arg in ("-S", f"{key}={value}")]
     dvc("exp", "run", "--queue", *overrides, "-S", "train.lr=" + ",".join(map(str, LRS)), cwd=repo)
-    dvc("queue", "start", "-j", "1", cwd=repo)
+    dvc("queue", "start", "-j", "2", cwd=repo)  # both at once: two workers share the cores
     try:
         status = wait_for_queue(repo, timeout_s=480)
     finally:

@@ -6,19 +6,19 @@ import sys
 import pytest
 import yaml
 
-from repo_copy import copy_repo, dvc, run
+from repo_copy import copy_tree, dvc, run
 
 pytestmark = pytest.mark.slow  # dvc in a copy of the repository
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A fresh copy of the committed tree (plus working changes) as its own git repository."""
-    return copy_repo(tmp_path_factory.mktemp("repo"))
+def repo(tmp_path_factory, reproduced_tiny):
+    """A copy of the committed tree (plus working changes) as its own git repository, after `dvc repro`
+    of the shrunk tiny profile (conftest's reproduced_tiny)."""
+    return copy_tree(reproduced_tiny, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
 def test_default_profile_repro_writes_metrics(repo):
-    dvc("repro", cwd=repo)
     metrics = json.loads((repo / "metrics" / "score.json").read_text())
     test_size = yaml.safe_load((repo / "params.yaml").read_text())["data"]["test_size"]
     assert {"rouge1", "rouge2", "rougeL", "rougeLsum"} <= set(metrics)

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from conftest import ROOT
-from repo_copy import clean_env, commit, copy_repo, differing_files, dvc, git, shrink_params
+from repo_copy import clean_env, commit, copy_tree, differing_files, dvc, git
 
 OUTPUTS = ["data/processed", "models/adapter", "metrics/generations", "metrics/predictions.jsonl", "metrics/score.json",
            "metrics/headline.json", "metrics/train/metrics.json", "metrics/preprocess.json", "metrics/run"]
@@ -21,13 +21,9 @@ SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token", "passwo
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory):
+def reproduced(tmp_path_factory, reproduced_tiny):
     """A copy of the repository whose shrunk default pipeline has run and been committed."""
-    repo = copy_repo(tmp_path_factory.mktemp("remotes") / "repo")
-    shrink_params(repo)
-    dvc("repro", cwd=repo)
-    commit(repo, "reproduced")
-    return repo
+    return copy_tree(reproduced_tiny, tmp_path_factory.mktemp("remotes") / "repo")
 
 
 def free_port() -> int:
