@@ -106,7 +106,8 @@ class StepClock(TrainerCallback):
 
 
 def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, profile_to: str | None = None) -> dict:
-    if torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model = load_base_model(config.model, config.seed)
@@ -129,7 +130,7 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
     return {
         "optimizer_steps": steps, "timed_steps": len(timed), "timed_seconds": round(seconds, 2),
         "real_tokens_per_s": round(real / seconds), "samples_per_s": round(rows / seconds, 2),
-        "padding_share": round(1 - real / padded, 3), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0, 2),
+        "padding_share": round(1 - real / padded, 3), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0, 2),
         "stage_seconds": round(total, 1), "train_loss": round(metrics["train_loss"], 4),
         "eval_loss": round(metrics["eval_loss"], 4),
     }

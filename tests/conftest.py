@@ -11,12 +11,13 @@ TINY_CONFIG_DIR = ROOT / "models" / "configs" / "tiny-phi"
 SMOL_TOKENIZER_DIR = ROOT / "models" / "tokenizers" / "smollm2"
 
 
-def compose_params(path: Path, profile: str = "tiny", overrides=()) -> Path:
-    """params.yaml for a profile, composed from conf/ as `dvc exp run -S profile=...` does."""
+def compose_params(path: Path, profile: str | None = "tiny", overrides=()) -> Path:
+    """params.yaml for a profile (None: the default one), composed from conf/ as `dvc exp run -S
+    profile=...` does, with conf/hydra_plugins loaded (.dvc/config's plugins_path) to check it."""
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(path, str(ROOT / "conf"), None, "config", str(ROOT / "conf"),
-                     [f"profile={profile}", *overrides])
+    profile_override = [] if profile is None else [f"profile={profile}"]
+    compose_and_dump(path, str(ROOT / "conf"), None, "config", str(ROOT / "conf"), [*profile_override, *overrides])
     return path
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import tiny_params
+from conftest import compose_params, tiny_params
 from xsumtune.config import Config, ConfigError, load_config
 from xsumtune.model.runtime import check_precision
 
@@ -14,11 +14,7 @@ PROFILES = sorted(p.stem for p in (ROOT / "conf" / "profile").glob("*.yaml"))
 
 
 def compose(tmp_path, overrides=()):
-    from dvc.utils.hydra import compose_and_dump
-
-    out = tmp_path / "params.yaml"
-    compose_and_dump(out, str(ROOT / "conf"), None, "config", str(ROOT / "conf"), list(overrides))
-    return out
+    return compose_params(tmp_path / "params.yaml", None, overrides)
 
 
 def test_params_yaml_loads():
