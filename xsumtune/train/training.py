@@ -141,7 +141,8 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     losses = [log["loss"] for log in history if "loss" in log]
     eval_loss = [log["eval_loss"] for log in history if "eval_loss" in log][-1]  # eval_strategy "epoch": final weights
     metrics = {
-        "train_loss": sum(losses) / len(losses) if losses else float("nan"),
+        # the logged windows' mean; an epoch shorter than logging_steps logs none: Trainer's own run mean then
+        "train_loss": sum(losses) / len(losses) if losses else result.training_loss,
         "eval_loss": eval_loss,
         "eval_perplexity": math.exp(min(eval_loss, 50.0)),
         "train_steps": result.global_step,
