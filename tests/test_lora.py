@@ -131,3 +131,48 @@ def test_fast_training_path_keeps_each_examples_loss(tokenizer, tiny_model_confi
     assert torch.allclose(alone, fast_loss, rtol=0, atol=5e-3)  # padding and batch-mates leave each loss alone
     without_adapter = per_example_loss(build(True, False, scale=0.0), batch)
     assert not torch.allclose(without_adapter, fast_loss, rtol=0, atol=5e-3)  # the tolerance can tell a change
+
+
+def small_run(tmp_path, tokenizer, model_config, lora=None, **train):
+    config = tiny_config(
+        model=model_config, lora=lora or tiny("lora"),
+        train=tiny("train", **{**dict(epochs=1, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=1,
+                                      optimizer="adamw_torch", gradient_checkpointing=False), **train}),
+    )
+    model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)
+    rows = examples(tokenizer)
+    metrics = train_adapter(config, model, tokenizer, rows, rows[:2], str(tmp_path / "adapter"), str(tmp_path / "live"),
+                            str(tmp_path / "checkpoints"))
+    return config, model, metrics
+
+
+def test_dora_trains_its_magnitudes_and_merges_into_the_same_function(tmp_path, tokenizer, tiny_model_config):
+    from xsumtune.model.loading import attach_adapter
+
+    lora = tiny("lora", use_dora=True, dropout=0.0)
+    initial = apply_lora(load_base_model(tiny_model_config, 42), lora, 42)
+    magnitudes = {n: p.detach().clone() for n, p in initial.named_parameters() if "lora_magnitude_vector" in n}
+    assert magnitudes  # DoRA's per-output magnitudes are trainable beside A and B
+    config, model, _ = small_run(tmp_path, tokenizer, tiny_model_config, lora=lora)
+    trained = dict(model.named_parameters())
+    assert all(not torch.equal(magnitudes[n], trained[n]) for n in magnitudes)
+
+    ids = torch.tensor([[11, 502, 77, 3040, 9, 120]])
+    with torch.no_grad():
+        unmerged = attach_adapter(load_base_model(config.model, 0), str(tmp_path / "adapter"), merge=False)(ids).logits
+        merged = attach_adapter(load_base_model(config.model, 0), str(tmp_path / "adapter"), merge=True)(ids).logits
+        plain = load_base_model(config.model, 0).eval()(ids).logits
+    assert torch.allclose(unmerged, merged, atol=1e-4)
+    assert not torch.allclose(unmerged, plain, atol=1e-4)  # the adapter changed the function that was merged
+
+
+def test_neftune_noise_acts_while_training_only(tmp_path, tokenizer, tiny_model_config):
+    _, plain, _ = small_run(tmp_path / "plain", tokenizer, tiny_model_config)
+    _, noisy, _ = small_run(tmp_path / "noisy", tokenizer, tiny_model_config, neftune_alpha=5.0)
+    plain_b = {n: p for n, p in plain.named_parameters() if "lora_B" in n}
+    noisy_b = dict(noisy.named_parameters())
+    assert any(not torch.equal(plain_b[n], noisy_b[n]) for n in plain_b)  # same seed, data and steps: the noise
+    embed = noisy.get_input_embeddings()
+    ids = torch.tensor([[11, 502, 77]])
+    noisy.train()
+    assert torch.equal(embed(ids), embed(ids))  # the hook is gone once training ends: no noise in generation

@@ -84,6 +84,7 @@ class LoraConfig:
     bias: Literal["none", "all", "lora_only"]
     target_modules: tuple[str, ...] | str
     fp32_weights: bool  # adapter weights in float32 (peft's default); false keeps the base dtype: faster
+    use_dora: bool  # weight-decomposed LoRA (DoRA): a learned magnitude per output beside the low-rank direction
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class TrainConfig:
     optimizer: str
     gradient_checkpointing: bool
     group_by_length: bool  # batches of similar lengths: less padding, batches no longer i.i.d.
+    neftune_alpha: float | None  # NEFTune: uniform noise on the input embeddings while training; null: off
     logging_steps: int
     save_steps: int  # optimizer steps between checkpoints a killed run resumes from
     processes: int  # DDP processes (one a GPU) launched by torchrun; global batch = batch x accum x processes
@@ -258,6 +260,8 @@ def validate(config: Config, path: Path) -> None:
     if config.model.quantization == "nf4" and generate.merge_adapter:
         fail("generate.merge_adapter", "must be false with model.quantization: nf4: the adapter is never merged "
              "into 4-bit weights, where rounding would erase it")
+    if config.train.neftune_alpha is not None and config.train.neftune_alpha <= 0:
+        fail("train.neftune_alpha", f"must be > 0 or null (off), got {config.train.neftune_alpha}")
     targets = config.lora.target_modules
     if isinstance(targets, str) and targets != "all-linear":
         fail("lora.target_modules", f"a list of module names or 'all-linear', got {targets!r}")

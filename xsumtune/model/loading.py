@@ -118,7 +118,7 @@ def lora_config(config: LoraConfig, model):
     from peft import LoraConfig as PeftLoraConfig
 
     return PeftLoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, bias=config.bias,
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, bias=config.bias, use_dora=config.use_dora,
         target_modules=resolve_target_modules(config.target_modules, model),
         task_type="CAUSAL_LM",
     )

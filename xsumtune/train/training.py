@@ -61,6 +61,7 @@ def training_arguments(config: Config, output_dir: str):
         save_steps=train.save_steps,
         save_total_limit=2,  # a kill while saving the newest still leaves a complete one
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
+        neftune_noise_alpha=train.neftune_alpha,
         seed=config.seed,
         data_seed=config.seed,
         bf16=cuda and model.dtype == "bfloat16",
