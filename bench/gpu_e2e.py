@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ def sh(args, cwd, log=None, check=True) -> subprocess.CompletedProcess:
     return result
 
 
+GENERATE_SPEED = re.compile(r"(\w+) (\d+) articles in ([\d.]+) s \(([\d.]+) articles/s\)")
 GIT = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "-c", "init.defaultBranch=main"]
 
 
@@ -134,6 +136,10 @@ def repro(repo: Path, name: str, record: dict, log) -> None:
         result = sh([sys.executable, "-m", "dvc", "repro", "--single-item", stage], repo, log, check=False)
         seconds = round(time.perf_counter() - start, 1)
         record["stages"][stage] = {"seconds": seconds, "returncode": result.returncode}
+        speed = GENERATE_SPEED.findall(result.stdout)  # the generate stage's own timing of each system
+        if speed:
+            record["generation_speed"] = {system: {"articles": int(n), "seconds": float(s), "articles_per_s": float(r)}
+                                          for system, n, s, r in speed}
         print(f"{name}: {stage} {seconds} s (exit {result.returncode})", flush=True)
         if result.returncode:
             lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]

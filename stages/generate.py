@@ -1,6 +1,7 @@
 """Stage 3: summarize every test article with the fine-tuned (and zero-shot) model; write the generations.
 
 Generations only: the score stage scores them, so a scoring change never regenerates a summary."""
+import time
 from pathlib import Path
 
 import click
@@ -38,22 +39,47 @@ def main(params, test_data, adapter_dir, generations_dir, progress_dir, run_info
     prompts = build_prompts(config, tokenizer, read_parquet(test_data))
     mine = distributed.shard(prompts)  # every process generates its share; all are gathered in order
     base_model = load_base_model(config.model, config.seed).eval()
-    generated = {}
+    generated, seconds = {}, {}
     if config.generate.zero_shot:  # before the adapter: merging it changes the base weights in place
-        generated["zero_shot"] = distributed.gather_in_order(
-            prompts, run_system(config, base_model, tokenizer, mine, "zero-shot", log))
+        with timed(seconds, "zero_shot"):
+            generated["zero_shot"] = distributed.gather_in_order(
+                prompts, run_system(config, base_model, tokenizer, mine, "zero-shot", log))
     model = attach_adapter(base_model, adapter_dir, merge=config.generate.merge_adapter)
-    fine_tuned = distributed.gather_in_order(prompts, run_system(config, model, tokenizer, mine, "fine-tuned", log))
+    with timed(seconds, "fine_tuned"):
+        fine_tuned = distributed.gather_in_order(prompts, run_system(config, model, tokenizer, mine, "fine-tuned", log))
     if not distributed.is_main():
         return  # the main process writes
     generated = {"fine_tuned": fine_tuned, **generated}
     write_generations(generations_dir, generated)
-    if run_info:
+    speed = {name: {"articles": len(generated[name]), "seconds": round(s, 2),
+                    "articles_per_s": round(len(generated[name]) / s, 1) if s > 0 else None}
+             for name, s in seconds.items()}
+    if run_info:  # a committed output: no timings in it, so the same run writes the same bytes
         write_json(run_info, describe_run(config, model))
     release(progress_dir)
     click.echo("generate: " + "; ".join(
         f"{name} {len(results)} articles, {sum(g.error is not None for g in results)} failed, "
         f"{sum(g.stopped_by_cap for g in results)} cut by the cap" for name, results in generated.items()))
+    click.echo("generate speed: " + "; ".join(f"{name} {v['articles']} articles in {v['seconds']} s "
+                                              f"({v['articles_per_s']} articles/s)" for name, v in speed.items()))
+
+
+class timed:
+    """Wall seconds of a system's generation (every process's share, gathered), into seconds[name]. A run
+    that resumed from saved generations spends no time on those, so its rate reads high."""
+
+    def __init__(self, seconds: dict, name: str):
+        self.seconds, self.name = seconds, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.seconds[self.name] = time.perf_counter() - self.start
 
 
 if __name__ == "__main__":
