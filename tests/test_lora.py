@@ -176,3 +176,33 @@ def test_neftune_noise_acts_while_training_only(tmp_path, tokenizer, tiny_model_
     ids = torch.tensor([[11, 502, 77]])
     noisy.train()
     assert torch.equal(embed(ids), embed(ids))  # the hook is gone once training ends: no noise in generation
+
+
+def test_compiled_layers_train_to_the_same_loss_and_adapter_names(tmp_path, tokenizer, tiny_model_config):
+    """train.compile: every decoder layer compiled in place, the same loss as eager (float32 on the CPU),
+    and the saved adapter holds the same tensor names."""
+    from xsumtune.train.training import compile_layers
+
+    model_config = dataclasses.replace(tiny_model_config, name=str(ROOT / "models" / "configs" / "tiny-llama"))
+    layers = apply_lora(load_base_model(model_config, 0), tiny("lora"), 0)
+    assert compile_layers(layers) == layers.config.num_hidden_layers
+    rows = examples(tokenizer)[:2]
+    width = min(len(row["input_ids"]) for row in rows)  # one shape: one compile
+    rows = [{"input_ids": row["input_ids"][:width], "labels": row["labels"][:width]} for row in rows]
+    results = {}
+    for compiled in (False, True):
+        config = tiny_config(model=model_config, lora=tiny("lora", dropout=0.0), train=tiny(
+            "train", epochs=1, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=1,
+            optimizer="sgd", gradient_checkpointing=False, compile=compiled))  # sgd: a step that follows the gradient
+        model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)
+        out = tmp_path / str(compiled)
+        metrics = train_adapter(config, model, tokenizer, rows, rows, str(out / "adapter"), str(out / "live"),
+                                str(out / "checkpoints"))
+        results[compiled] = metrics, load_file(out / "adapter" / "adapter_model.safetensors")
+        layer_calls = [layer._compiled_call_impl for layer in model.get_base_model().model.layers]
+        assert all(call is not None for call in layer_calls) == compiled  # the switch took effect, or didn't
+    (eager, eager_saved), (compiled, compiled_saved) = results[False], results[True]
+    assert abs(eager["train_loss"] - compiled["train_loss"]) < 1e-4
+    assert abs(eager["eval_loss"] - compiled["eval_loss"]) < 1e-4
+    assert eager_saved.keys() == compiled_saved.keys()
+    assert all(torch.allclose(eager_saved[k], compiled_saved[k], atol=1e-5) for k in eager_saved)

@@ -101,6 +101,7 @@ class TrainConfig:
     gradient_checkpointing: bool
     group_by_length: bool  # batches of similar lengths: less padding, batches no longer i.i.d.
     neftune_alpha: float | None  # NEFTune: uniform noise on the input embeddings while training; null: off
+    compile: bool  # torch.compile each decoder layer (one graph shared by all): fewer, fused kernel launches
     logging_steps: int
     save_steps: int  # optimizer steps between checkpoints a killed run resumes from
     processes: int  # DDP processes (one a GPU) launched by torchrun; global batch = batch x accum x processes

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from xsumtune.checkpoints import claim, fingerprint, latest_complete_checkpoint, release
-from xsumtune.config import Config
+from xsumtune.config import Config, ConfigError
 from xsumtune.data.tokenization import IGNORE_INDEX
 from xsumtune.io import atomic_dir
 
@@ -124,6 +124,8 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     made by the same run (resume_key), then writes the adapter and the dvclive metrics and plots.
     callbacks (Trainer callbacks) and collator (a CompletionCollator) let a benchmark time this code."""
     args = training_arguments(config, checkpoint_dir)
+    if config.train.compile:
+        compile_layers(model)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
     trainer = labelled_logits_trainer()(
@@ -155,6 +157,22 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
         save_adapter(model, tokenizer, adapter_dir)
         release(checkpoint_dir)
     return metrics
+
+
+def compile_layers(model) -> int:
+    """torch.compile each decoder layer in place (Module.compile: parameter names and saved adapters stay as
+    they are). The layers share their code, so dynamo compiles one graph for all of them (and one more once
+    the sequence length varies: then dynamic in it). Decoder layers are the classes the model names in
+    _no_split_modules, as accelerate's device maps do. Returns how many were compiled."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or ())
+    layers = [module for module in base.modules() if type(module).__name__ in names]
+    if not layers:
+        raise ConfigError(f"train.compile: {type(base).__name__} names no decoder layer class (_no_split_modules); "
+                          "set train.compile: false")
+    for layer in layers:
+        layer.compile()
+    return len(layers)
 
 
 def adapter_checksum(model) -> str:
