@@ -8,6 +8,9 @@ largest difference, real (non-pad) tokens/s and seconds per step of each, peak m
 
     python bench/train_loss_parity.py --profile smol --set model.name=models/configs/smollm2-135m \\
         --set model.weights=random --set model.tokenizer=models/tokenizers/smollm2 --steps 200
+
+With `--candidate KEY=VALUE` (repeatable), both runs use the train stage's loss and the second adds those
+params: a speed setting (train.compile=true) against the plain path, over the same batches.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from common import ROOT, profile_config, run_facts, write_result
 from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
-from xsumtune.train.training import CompletionCollator, labelled_logits_trainer, to_dataset, training_arguments
+from xsumtune.train.training import (CompletionCollator, compile_layers, labelled_logits_trainer, to_dataset,
+                                     training_arguments)
 
 
 def sync() -> None:
@@ -63,6 +67,8 @@ class CountingCollator(CompletionCollator):
 def train_once(config, tokenizer, rows, trainer_class, steps: int, warmup: int) -> dict:
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed,
                        config.train.gradient_checkpointing)
+    if config.train.compile:
+        compile_layers(model)  # as train_adapter does
     clock = Clock(warmup)
     collator = CountingCollator(tokenizer.pad_token_id)
     with tempfile.TemporaryDirectory() as scratch:
@@ -87,6 +93,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="smol")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--candidate", action="append", default=[],
+                        help="params of the second run, against the first (both the stage's loss)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_loss_parity.json"))
@@ -95,15 +103,23 @@ def main():
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     splits, _ = prepare_splits(config, tokenizer)
     rows = splits["train"]
-    runs = {name: train_once(config, tokenizer, rows, trainer_class, args.steps, args.warmup)
-            for name, trainer_class in (("trainer_own", Trainer), ("labelled_logits", labelled_logits_trainer()))}
-    plain, labelled = runs["trainer_own"]["losses"], runs["labelled_logits"]["losses"]
+    if args.candidate:
+        candidate = profile_config(args.profile, tuple(args.overrides + args.candidate))
+        plan = (("plain", labelled_logits_trainer(), config), ("candidate", labelled_logits_trainer(), candidate))
+    else:
+        plan = (("trainer_own", Trainer, config), ("labelled_logits", labelled_logits_trainer(), config))
+    runs = {name: train_once(run_config, tokenizer, rows, trainer_class, args.steps, args.warmup)
+            for name, trainer_class, run_config in plan}
+    (first, _, _), (second, _, _) = plan
+    a, b = runs[first]["losses"], runs[second]["losses"]
     result = {
         "bench": "train_loss_parity", "profile": args.profile, "overrides": args.overrides,
+        "candidate_params": args.candidate,
         "train_examples": len(rows), "batch_size": config.train.batch_size, "grad_accum": config.train.grad_accum,
-        "steps": args.steps, "max_abs_loss_diff": round(max(abs(a - b) for a, b in zip(plain, labelled)), 5),
-        "final_loss": {"trainer_own": plain[-1], "labelled_logits": labelled[-1]},
-        "speedup": round(runs["labelled_logits"]["real_tokens_per_s"] / runs["trainer_own"]["real_tokens_per_s"], 3),
+        "steps": args.steps, "max_abs_loss_diff": round(max(abs(x - y) for x, y in zip(a, b)), 5),
+        "mean_abs_loss_diff": round(sum(abs(x - y) for x, y in zip(a, b)) / len(a), 5),
+        "final_loss": {first: a[-1], second: b[-1]},
+        "speedup": round(runs[second]["real_tokens_per_s"] / runs[first]["real_tokens_per_s"], 3),
         **runs, **run_facts(),
     }
     write_result(args.out, result)
