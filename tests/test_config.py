@@ -135,6 +135,12 @@ def write_params(tmp_path, edit):
      "lora.fp32_weights: must be true with model.dtype: float16"),
     (lambda p: (p["model"].update(quantization="nf4"), p["generate"].update(merge_adapter=True)),
      "generate.merge_adapter: must be false with model.quantization: nf4"),
+    (lambda p: (p["model"].update(quantization="nf4"), p["generate"].update(merge_adapter=False),
+                p["train"].update(compile=True)), "train.compile: must be false with model.quantization: nf4"),
+    (lambda p: p["train"].update(compile=True, gradient_checkpointing=True),
+     "train.compile: must be false with train.gradient_checkpointing: true"),
+    (lambda p: p["train"].update(neftune_alpha=0.0), "train.neftune_alpha: must be > 0 or null"),
+    (lambda p: p["lora"].update(use_dora="yes"), "lora.use_dora: expected true or false"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     path = write_params(tmp_path, edit)

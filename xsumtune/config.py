@@ -261,6 +261,12 @@ def validate(config: Config, path: Path) -> None:
     if config.model.quantization == "nf4" and generate.merge_adapter:
         fail("generate.merge_adapter", "must be false with model.quantization: nf4: the adapter is never merged "
              "into 4-bit weights, where rounding would erase it")
+    if config.train.compile and config.model.quantization == "nf4":
+        fail("train.compile", "must be false with model.quantization: nf4: compiled layers over bitsandbytes "
+             "4-bit weights (with gradient checkpointing) stopped on an H200 with an illegal memory access")
+    if config.train.compile and config.train.gradient_checkpointing:
+        fail("train.compile", "must be false with train.gradient_checkpointing: true (compiled checkpointed "
+             "layers are not measured here); set one of them false")
     if config.train.neftune_alpha is not None and config.train.neftune_alpha <= 0:
         fail("train.neftune_alpha", f"must be > 0 or null (off), got {config.train.neftune_alpha}")
     targets = config.lora.target_modules
