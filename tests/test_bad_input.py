@@ -75,24 +75,45 @@ def preprocess(tmp_path, case, policy, **data):
                           cwd=ROOT, capture_output=True, text=True)
 
 
+MINIMUM = dict(train_split="validation", validation_split="validation", train_size=4, validation_size=2,
+               min_test_size=4)
+# the preprocess stage runs the tests here check: name: (case, data.on_bad_row, other data changes)
+RUNS = {**{f"{case}-error": (case, "error", {}) for case in ("malformed-json", "non-utf8", "wrong-schema", "empty-file",
+                                                               "long-document")},
+        "malformed-json-drop": ("malformed-json", "drop", {}), "one-row-test-minimum": ("one-row-test", "error", MINIMUM)}
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory):
+    """Each run in RUNS, each its own process, all at once (they mostly import, on one core): name: (the
+    completed process, its directory)."""
+    import concurrent.futures
+
+    folders = {name: tmp_path_factory.mktemp(name) for name in RUNS}
+    tiny_params()  # composed here first: Hydra's composition is not thread-safe, and is cached after
+    with concurrent.futures.ThreadPoolExecutor(len(RUNS)) as pool:
+        results = pool.map(lambda name: preprocess(folders[name], RUNS[name][0], RUNS[name][1], **RUNS[name][2]), RUNS)
+        return {name: (result, folders[name]) for name, result in zip(RUNS, results)}
+
+
 @pytest.mark.parametrize("case", ["malformed-json", "non-utf8", "wrong-schema", "empty-file"])
-def test_preprocess_stops_with_one_line_and_writes_nothing(tmp_path, case):
-    result = preprocess(tmp_path, case, "error")
+def test_preprocess_stops_with_one_line_and_writes_nothing(preprocessed, case):
+    result, tmp_path = preprocessed[f"{case}-error"]
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"bad-input/{case}/test." in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "stats.json").exists()
 
 
-def test_preprocess_counts_drops_in_its_statistics(tmp_path):
-    result = preprocess(tmp_path, "malformed-json", "drop")
+def test_preprocess_counts_drops_in_its_statistics(preprocessed):
+    result, tmp_path = preprocessed["malformed-json-drop"]
     assert result.returncode == 0, result.stderr
     import json
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["dropped"]["malformed"] == 1
 
 
-def test_long_document_is_truncated_not_rejected(tmp_path):
-    result = preprocess(tmp_path, "long-document", "error")
+def test_long_document_is_truncated_not_rejected(preprocessed):
+    result, tmp_path = preprocessed["long-document-error"]
     assert result.returncode == 0, result.stderr
     import json
     stats = json.loads((tmp_path / "stats.json").read_text())
@@ -117,12 +138,11 @@ def test_an_empty_test_file_lists_its_own_drops_not_another_splits(tmp_path, tok
     assert str(error.value).endswith("empty-file/test.jsonl: no usable rows (dropped: none; the file is empty)")
 
 
-def test_a_test_split_below_the_minimum_stops_with_one_line(tmp_path, tokenizer):
-    result = preprocess(tmp_path, "one-row-test", "error", train_split="validation", validation_split="validation",
-                        train_size=4, validation_size=2, min_test_size=4)
+def test_a_test_split_below_the_minimum_stops_with_one_line(preprocessed, tmp_path, tokenizer):
+    result, ran = preprocessed["one-row-test-minimum"]
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "split 'test': 1 articles" in lines[0] and "data.min_test_size=4" in lines[0]
-    assert not (tmp_path / "out").exists() and not (tmp_path / "stats.json").exists()
+    assert not (ran / "out").exists() and not (ran / "stats.json").exists()
     splits, _ = prepared(tmp_path, "one-row-test", tokenizer, min_test_size=1)
     assert len(splits["test"]) == 1

@@ -1,17 +1,14 @@
 """The same bits from the same inputs: the stages pin the CPU kernels, so dvc.lock is reproduced on
 another machine, and a fresh copy's `dvc repro` of the default profile gives the committed outputs."""
-import platform
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import yaml
 
-from conftest import ROOT
-from repo_copy import copy_repo, dvc
-
-X86 = platform.machine().lower() in ("x86_64", "amd64")
-AVX2 = X86 and "avx2" in open("/proc/cpuinfo").read().split() if sys.platform == "linux" else False
+from conftest import AVX2, ROOT
 
 TRAIN_TINY = """
 import tempfile
@@ -36,47 +33,57 @@ print(torch.backends.cpu.get_cpu_capability(), adapter_checksum(model))
 """
 
 
-def train_tiny(**env) -> tuple[str, str]:
-    """(the CPU kernel set torch used, the adapter's checksum) of a few training steps in a new process."""
-    import os
-
+def train_tiny(*envs: dict) -> list[tuple[str, str]]:
+    """(the CPU kernel set torch used, the adapter's checksum) of a few training steps in a new process, one
+    process for each environment's changes, all at once (each mostly imports, on one core)."""
     environment = {k: v for k, v in os.environ.items()
-                   if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")} | env
+                   if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
     environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
-    result = subprocess.run([sys.executable, "-c", TRAIN_TINY], cwd=ROOT, env=environment, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    capability, checksum = result.stdout.split()[-2:]
-    return capability, checksum
+    with tempfile.TemporaryDirectory() as logs:
+        processes = []
+        try:
+            for index, env in enumerate(envs):  # output to files: a full pipe would stall a process
+                out, err = open(f"{logs}/{index}.out", "w+"), open(f"{logs}/{index}.err", "w+")
+                processes.append((subprocess.Popen([sys.executable, "-c", TRAIN_TINY], cwd=ROOT, env=environment | env,
+                                                   stdout=out, stderr=err, text=True), out, err))
+            results = []
+            for process, out, err in processes:
+                process.wait(timeout=300)
+                out.seek(0), err.seek(0)
+                assert process.returncode == 0, err.read()[-3000:]
+                capability, checksum = out.read().split()[-2:]
+                results.append((capability, checksum))
+            return results
+        finally:
+            for process, out, err in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                out.close(), err.close()
 
 
 @pytest.mark.skipif(not AVX2, reason="the pins name x86-64's AVX2")
 def test_stages_pin_the_cpu_kernels_and_the_kernels_decide_the_bits():
-    pinned = train_tiny()
+    pinned, default_kernels, compatible_mkl = train_tiny({}, {"ATEN_CPU_CAPABILITY": "default"},
+                                                         {"MKL_CBWR": "COMPATIBLE"})
     assert pinned[0] == "AVX2"
     # the same bits twice: test_fresh_copy_reproduces_the_committed_lock_through_training (the default
     # profile's adapter, trained again in a fresh copy, is the committed one)
     # Other kernels for the same arithmetic (what a processor with AVX-512, or without AVX2, would pick)
     # give other bits: why the stages pin them.
-    assert train_tiny(ATEN_CPU_CAPABILITY="default")[1] != pinned[1]
-    assert train_tiny(MKL_CBWR="COMPATIBLE")[1] != pinned[1]
+    assert default_kernels[1] != pinned[1]
+    assert compatible_mkl[1] != pinned[1]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not AVX2, reason="dvc.lock was made with the AVX2 kernels")
-def test_fresh_copy_reproduces_the_committed_lock_through_training(tmp_path, base_dir):
+def test_fresh_copy_reproduces_the_committed_lock_through_training(smol_trained):
     """The default profile's base model, processed data and adapter are the committed ones, byte for byte
-    (dvc.lock's md5s): the stages up to train, which is where machines used to differ. The base model is
-    the base_model stage's output of this session (conftest's base_dir, on the same params), committed in
-    place with the hash it has; preprocess and train run here."""
-    import shutil
-
+    (dvc.lock's md5s): the stages up to train, which is where machines used to differ. conftest's smol_trained
+    is a fresh copy's `dvc repro train`, run beside the other tests; its base model is the base_model stage's
+    output of this session (conftest's base_dir, on the same params), committed in place with the hash it has."""
     committed = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
-    repo = copy_repo(tmp_path / "repo", profile="smol-cpu")
-    shutil.copytree(base_dir, repo / "models" / "base")
-    dvc("commit", "-f", "base_model", cwd=repo)  # into the cache; the lock takes its hash as it is
-    dvc("repro", "train", cwd=repo, timeout=1200)
-    fresh = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    fresh = yaml.safe_load((smol_trained / "dvc.lock").read_text())["stages"]
     for stage in ("base_model", "preprocess", "train"):
         outs = {out["path"]: out.get("md5") for out in fresh[stage]["outs"]}
         assert outs == {out["path"]: out.get("md5") for out in committed[stage]["outs"]}, stage

@@ -1,4 +1,5 @@
 """Several processes on the CPU (gloo): the same adapter on every rank, predictions gathered in order."""
+import concurrent.futures
 import json
 import subprocess
 import sys
@@ -68,7 +69,8 @@ def test_two_processes_end_with_the_same_adapter_and_write_once(work):
 def test_sharded_evaluation_gathers_every_article_in_order(work):
     train(work, 1)
     adapter = work / "train1" / "adapter"
-    one, two = evaluate(work, 1, adapter), evaluate(work, 2, adapter)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # independent: both at once
+        one, two = pool.map(lambda processes: evaluate(work, processes, adapter), (1, 2))
     ids = [json.loads(line)["id"] for line in (two / "predictions.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 6
     assert (two / "predictions.jsonl").read_bytes() == (one / "predictions.jsonl").read_bytes()

@@ -22,7 +22,7 @@ def wait_for_queue(repo, timeout_s: float) -> str:
         status = dvc("queue", "status", cwd=repo).stdout
         if not any(state in status for state in (" Queued", " Running")) and "0 active, 0 idle" in status:
             return status
-        time.sleep(3)
+        time.sleep(10)  # each `dvc queue status` is a second of CPU the experiments could use
     raise AssertionError(f"queue not done after {timeout_s} s:\n{status}")
 
 

@@ -20,10 +20,23 @@ def stage_modules(cmd: str) -> list[str]:
     return re.findall(r"\bstages\.\w+", cmd)
 
 
+@pytest.fixture(scope="module")
+def imported():
+    """For each module of NO_MODEL, a new process that imports it and prints which of torch, transformers and
+    peft it loaded: all at once."""
+    import concurrent.futures
+
+    def check(module):
+        code = f"import sys, {module}; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+
+    with concurrent.futures.ThreadPoolExecutor(len(NO_MODEL)) as pool:
+        return dict(zip(NO_MODEL, pool.map(check, NO_MODEL)))
+
+
 @pytest.mark.parametrize("module", NO_MODEL)
-def test_commands_without_a_model_do_not_import_torch(module):
-    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+def test_commands_without_a_model_do_not_import_torch(imported, module):
+    result = imported[module]
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 

@@ -1,4 +1,5 @@
 """Reliability: a killed train or generate resumes to the same result; reruns are byte-identical."""
+import concurrent.futures
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_params
-from repo_copy import run
+from repo_copy import run, run_together
 
 pytestmark = pytest.mark.slow  # stages run, killed and resumed in subprocesses
 
@@ -77,16 +78,23 @@ def kill_when(command, ready, timeout=240):
     return False
 
 
+def stale_checkpoints(work, name):
+    """A checkpoint directory left by a run of other params (another fingerprint)."""
+    (work / name / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+    (work / name / "checkpoints" / "fingerprint.json").write_text('{"fingerprint": "another run"}')
+
+
 @pytest.fixture(scope="module")
 def trained(work):
-    """Two uninterrupted runs of the same training."""
-    for name in ("first", "second"):
-        run(train_command(work, name), ROOT)
-    return work
+    """Two uninterrupted runs of the same training; beside them, the same training over the checkpoints of
+    other params (test_checkpoints_of_other_params_are_not_resumed): all three at once, each its own process."""
+    stale_checkpoints(work, "other")
+    results = run_together([train_command(work, name) for name in ("first", "second", "other")], ROOT)
+    return work, results[2]
 
 
 def test_two_runs_give_identical_adapter_bytes_and_metrics(trained):
-    first, second = trained / "first", trained / "second"
+    first, second = trained[0] / "first", trained[0] / "second"
     for name in ("adapter_model.safetensors", "adapter_config.json"):  # separate processes, other hash seeds
         assert (first / "adapter" / name).read_bytes() == (second / "adapter" / name).read_bytes()
     assert (first / "live" / "metrics.json").read_text() == (second / "live" / "metrics.json").read_text()
@@ -94,7 +102,7 @@ def test_two_runs_give_identical_adapter_bytes_and_metrics(trained):
 
 
 def test_killed_training_resumes_to_the_same_result(trained):
-    work = trained
+    work, _ = trained
     checkpoints = work / "killed" / "checkpoints"
     killed = kill_when(train_command(work, "killed"),
                        lambda: any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")))
@@ -111,30 +119,26 @@ def test_killed_training_resumes_to_the_same_result(trained):
 
 
 def test_checkpoints_of_other_params_are_not_resumed(trained):
-    work = trained
-    (work / "other").mkdir()
-    (work / "other" / "checkpoints").mkdir()
-    (work / "other" / "checkpoints" / "fingerprint.json").write_text('{"fingerprint": "another run"}')
-    (work / "other" / "checkpoints" / "checkpoint-3").mkdir()
-    result = run(train_command(work, "other"), ROOT)
+    work, result = trained  # the training over stale_checkpoints(work, "other")
     assert "resuming" not in result.stdout
     assert (work / "other" / "adapter" / "adapter_model.safetensors").read_bytes() == \
         (work / "first" / "adapter" / "adapter_model.safetensors").read_bytes()
 
 
 def test_killed_evaluation_resumes_without_duplicates_or_gaps(trained):
-    work = trained
+    work, _ = trained
     adapter = work / "first" / "adapter"
-    run(generate_command(work, "eval-whole", adapter), ROOT)
     log = work / "eval-killed" / "progress" / "generated.jsonl"
-    killed = kill_when(generate_command(work, "eval-killed", adapter),
-                       lambda: log.exists() and len(log.read_text().splitlines()) >= 4)
-    assert killed, "generation finished before it was killed"
-    assert not (work / "eval-killed" / "generations").exists()
-    done_before = len(log.read_text().splitlines())
-    run(generate_command(work, "eval-killed", adapter), ROOT)
-    for name in ("eval-whole", "eval-killed"):
-        run(score_command(work, name), ROOT)
+    with concurrent.futures.ThreadPoolExecutor(1) as beside:  # the uninterrupted run, at the same time
+        whole = beside.submit(run, generate_command(work, "eval-whole", adapter), ROOT)
+        killed = kill_when(generate_command(work, "eval-killed", adapter),
+                           lambda: log.exists() and len(log.read_text().splitlines()) >= 4)
+        assert killed, "generation finished before it was killed"
+        assert not (work / "eval-killed" / "generations").exists()
+        done_before = len(log.read_text().splitlines())
+        run(generate_command(work, "eval-killed", adapter), ROOT)
+        whole.result()
+    run_together([score_command(work, name) for name in ("eval-whole", "eval-killed")], ROOT)
     whole = [json.loads(l) for l in (work / "eval-whole" / "predictions.jsonl").read_text().splitlines()]
     resumed = [json.loads(l) for l in (work / "eval-killed" / "predictions.jsonl").read_text().splitlines()]
     assert resumed == whole and len({r["id"] for r in resumed}) == len(resumed) == SMALL["data"]["test_size"]
