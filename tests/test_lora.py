@@ -56,15 +56,7 @@ def test_training_moves_the_adapter_only(tmp_path, tokenizer, tiny_model_config)
 
 def test_a_run_shorter_than_one_logging_window_still_reports_its_train_loss(tmp_path, tokenizer, tiny_model_config):
     """2 steps, logging every 10: Trainer logs no window, so the train loss is the run's own mean, not NaN."""
-    config = tiny_config(
-        model=tiny_model_config, lora=tiny("lora"),
-        train=tiny("train", epochs=1, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=10,
-                   optimizer="adamw_torch", gradient_checkpointing=False),
-    )
-    model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)
-    rows = examples(tokenizer)
-    metrics = train_adapter(config, model, tokenizer, rows, rows[:2], str(tmp_path / "adapter"), str(tmp_path / "live"),
-                            str(tmp_path / "checkpoints"))
+    _, _, metrics = small_run(tmp_path, tokenizer, tiny_model_config, logging_steps=10)
     assert metrics["train_steps"] == 2
     assert 0 < metrics["train_loss"] < 20  # finite: a NaN fails both comparisons
     live = json.loads((tmp_path / "live" / "metrics.json").read_text())
