@@ -141,6 +141,9 @@ def write_params(tmp_path, edit):
      "train.compile: must be false with train.gradient_checkpointing: true"),
     (lambda p: p["train"].update(neftune_alpha=0.0), "train.neftune_alpha: must be > 0 or null"),
     (lambda p: p["lora"].update(use_dora="yes"), "lora.use_dora: expected true or false"),
+    (lambda p: p["generate"].update(mbr_candidates=0), "generate.mbr_candidates: must be > 0"),
+    (lambda p: p["generate"].update(mbr_candidates=4), "generate.mbr_candidates: 4 candidates need sampling"),
+    (lambda p: p["generate"].update(mbr_candidates=4, num_beams=3), "generate.mbr_candidates: 4 candidates need"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     path = write_params(tmp_path, edit)

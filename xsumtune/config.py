@@ -120,6 +120,7 @@ class GenerateConfig:
     temperature: float  # sampling only
     top_p: float  # sampling only
     sample_seed: int  # sampling only
+    mbr_candidates: int  # > 1: that many samples (or best beams) per article, the consensus one kept; 1: off
     zero_shot: bool  # also generate with the base model alone
     sort_by_length: bool  # speed that leaves outputs unchanged, as token_budget, cache and merge_adapter
     token_budget: int | None
@@ -203,6 +204,7 @@ def validate(config: Config, path: Path) -> None:
         "generate.num_beams": config.generate.num_beams,
         "generate.temperature": config.generate.temperature,
         "generate.top_p": config.generate.top_p,
+        "generate.mbr_candidates": config.generate.mbr_candidates,
         "score.bootstrap_resamples": config.score.bootstrap_resamples,
         "score.bertscore_batch_size": config.score.bertscore_batch_size,
         "report.examples": config.report.examples,
@@ -243,6 +245,10 @@ def validate(config: Config, path: Path) -> None:
     # An option that decoding ignores would make an experiment that changes nothing but its name.
     if generate.num_beams == 1 and generate.length_penalty != 1.0:
         fail("generate.length_penalty", "acts only with beam search; set generate.num_beams > 1")
+    if generate.mbr_candidates > 1 and not generate.do_sample and generate.num_beams < generate.mbr_candidates:
+        fail("generate.mbr_candidates", f"{generate.mbr_candidates} candidates need sampling (generate.do_sample: "
+             f"true) or at least as many beams (generate.num_beams >= {generate.mbr_candidates}); greedy decoding "
+             "gives one")
     if not generate.do_sample:
         for key in ("temperature", "top_p"):
             if getattr(generate, key) != 1.0:

@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StaticCache, StoppingCriteria, StoppingCriteriaList
 
+from xsumtune.generate.mbr import select
 from xsumtune.generate.records import Generated
 
 
@@ -22,15 +23,16 @@ def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor,
 
 
 def plan_batches(lengths: list[int], *, batch_size: int, token_budget: int | None, max_new_tokens: int,
-                 sort_by_length: bool) -> list[list[int]]:
+                 sort_by_length: bool, copies: int = 1) -> list[list[int]]:
     """Indices of each batch. Sorted longest first, a batch holds similar lengths (little padding) and
-    is capped by rows and by tokens (rows x (longest prompt + max_new_tokens)), which bounds the KV cache."""
+    is capped by rows and by tokens (rows x (longest prompt + max_new_tokens)), which bounds the KV cache.
+    copies: rows generated per prompt (candidates for minimum Bayes risk); both caps count every row."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort_by_length else list(range(len(lengths)))
     batches, current, width = [], [], 0
     for index in order:
         new_width = max(width, lengths[index] + max_new_tokens)
-        too_many = len(current) == batch_size
-        too_big = token_budget is not None and current and (len(current) + 1) * new_width > token_budget
+        too_many = (len(current) + 1) * copies > batch_size
+        too_big = token_budget is not None and current and (len(current) + 1) * copies * new_width > token_budget
         if current and (too_many or too_big):
             batches.append(current)
             current, new_width = [], lengths[index] + max_new_tokens
@@ -167,24 +169,30 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
 
 def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: int, max_new_tokens: int,
                        seed: int = 0, desc: str = "generate", token_budget: int | None = None,
-                       sort_by_length: bool = False, on_batch=None, **decoding) -> list[Generated]:
+                       sort_by_length: bool = False, on_batch=None, candidates: int = 1,
+                       **decoding) -> list[Generated]:
     """One Generated per example, in the examples' order, each carrying its own id.
 
     examples: dicts with "id" and "prompt_ids". Batches are planned by plan_batches; results are put
     back by index, so batch composition can't move a summary to another article. decoding: further
     `generate` options. A batch that fails is retried one example at a time, so one bad article
     costs one recorded error, not its batch. on_batch, if given, receives each batch's results.
+    candidates > 1: that many sequences per article (samples, or the best beams), and the prediction is
+    the one that agrees most with the others (minimum Bayes risk, xsumtune/generate/mbr.py).
     """
     results: list[Generated | None] = [None] * len(examples)
     options = dict(max_new_tokens=max_new_tokens, seed=seed, **decoding)
-    batches = plan_batches([len(e["prompt_ids"]) for e in examples], batch_size=batch_size,
+    if candidates > 1:
+        options["num_return_sequences"] = candidates
+    batches = plan_batches([len(e["prompt_ids"]) for e in examples], batch_size=batch_size, copies=candidates,
                            token_budget=token_budget, max_new_tokens=max_new_tokens, sort_by_length=sort_by_length)
     with tqdm(total=len(examples), desc=desc, unit="article") as progress:
         for indices in batches:
             batch = [examples[i] for i in indices]
             try:
                 outputs = generate_batch(model, tokenizer, [e["prompt_ids"] for e in batch], **options)
-                generated = [_generated(tokenizer, e, out, max_new_tokens) for e, out in zip(batch, outputs, strict=True)]
+                generated = [_chosen(tokenizer, e, outputs[row * candidates:(row + 1) * candidates], max_new_tokens)
+                             for row, e in enumerate(batch)]
             except torch.OutOfMemoryError:
                 raise
             except Exception:  # noqa: BLE001 - isolate the failing article below
@@ -203,10 +211,18 @@ def _generated(tokenizer, example: dict, new_tokens: list[int], max_new_tokens: 
                      token_ids=tuple(new_tokens[:decoded.tokens]), leading_newline=decoded.leading_newline)
 
 
+def _chosen(tokenizer, example: dict, outputs: list[list[int]], max_new_tokens: int) -> Generated:
+    """The one generation, or of several candidates (consecutive rows of generate's output) the MBR pick."""
+    if not outputs:
+        raise RuntimeError(f"{example['id']}: generate returned no sequence for this article")
+    options = [_generated(tokenizer, example, out, max_new_tokens) for out in outputs]
+    return options[select([g.prediction for g in options])] if len(options) > 1 else options[0]
+
+
 def _generate_one(model, tokenizer, example: dict, options: dict) -> Generated:
     try:
-        (out,) = generate_batch(model, tokenizer, [example["prompt_ids"]], **options)
-        return _generated(tokenizer, example, out, options["max_new_tokens"])
+        outputs = generate_batch(model, tokenizer, [example["prompt_ids"]], **options)
+        return _chosen(tokenizer, example, outputs, options["max_new_tokens"])
     except torch.OutOfMemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - recorded per article, counted as failed

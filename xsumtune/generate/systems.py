@@ -46,4 +46,5 @@ def _generate(config: Config, model, tokenizer, prompts: list[dict], desc: str, 
     e = config.generate
     return generate_summaries(model, tokenizer, prompts, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
                               seed=e.sample_seed, desc=desc, token_budget=e.token_budget,
-                              sort_by_length=e.sort_by_length, on_batch=on_batch, **decoding_options(e))
+                              sort_by_length=e.sort_by_length, on_batch=on_batch, candidates=e.mbr_candidates,
+                              **decoding_options(e))
