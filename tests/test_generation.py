@@ -280,3 +280,22 @@ def test_plan_of_the_whole_xsum_test_set_keeps_each_batch_within_the_token_budge
     for batch in batches:
         assert len(batch) <= e.batch_size
         assert len(batch) * (max(lengths[i] for i in batch) + e.max_new_tokens) <= e.token_budget
+
+
+def test_generation_without_cudnn_attention_keeps_every_token_and_turns_cudnn_off(model, tokenizer, prompts):
+    """generate.cudnn_attention: false excludes cuDNN's SDPA kernel while generating (seen from inside the
+    forward pass) and changes nothing on a CPU, which has no cuDNN kernel; the flag is restored after."""
+    seen = []
+    hook = model.get_input_embeddings().register_forward_pre_hook(
+        lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    try:
+        before = torch.backends.cuda.cudnn_sdp_enabled()
+        plain = generate_summaries(model, tokenizer, prompts, batch_size=6, max_new_tokens=10)
+        assert seen and all(flag == before for flag in seen)
+        seen.clear()
+        without = generate_summaries(model, tokenizer, prompts, batch_size=6, max_new_tokens=10, cudnn_attention=False)
+        assert seen and not any(seen)
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    finally:
+        hook.remove()
+    assert without == plain

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import weakref
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import StaticCache, StoppingCriteria, StoppingCriteriaList
 
@@ -133,14 +135,20 @@ class LineEnd(StoppingCriteria):
         return done
 
 
+# Every attention kernel but cuDNN's: each cuDNN SDPA call spent about 0.9 ms of host time on an H200 (1.65 s
+# of 5.1 s in bench/results/generate_static_96000_profile.txt), a cost paid per layer and per new token.
+NO_CUDNN_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 @torch.inference_mode()
 def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, seed: int = 0,
-                   stop_at_line_end: bool = True, **decoding) -> list[list[int]]:
+                   stop_at_line_end: bool = True, cudnn_attention: bool = True, **decoding) -> list[list[int]]:
     """New token ids per prompt (pads after eos or the line's end included). decoding: further `generate`
     options (num_beams, do_sample, no_repeat_ngram_size, cache_implementation, ...).
 
     stop_at_line_end: each row stops at the newline ending its first line with text (LineEnd), except
-    under beam search, where a stopping criterion would end a hypothesis early and change which beam wins."""
+    under beam search, where a stopping criterion would end a hypothesis early and change which beam wins.
+    cudnn_attention false: PyTorch's SDPA may pick any kernel but cuDNN's (a CPU has none of cuDNN's)."""
     eos = tokenizer.eos_token_id
     input_ids, attention_mask = left_pad(prompts, eos)
     device = next(model.parameters()).device
@@ -156,14 +164,15 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
         decoding["stopping_criteria"] = StoppingCriteriaList([*decoding.get("stopping_criteria", ()),
                                                               LineEnd(line_tokens(tokenizer), device)])
     torch.manual_seed(seed)
-    output = model.generate(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        max_new_tokens=max_new_tokens,  # never max_length: that would count the prompt
-        eos_token_id=eos,
-        pad_token_id=eos,
-        **decoding,
-    )
+    with nullcontext() if cudnn_attention else sdpa_kernel(NO_CUDNN_ATTENTION):
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=max_new_tokens,  # never max_length: that would count the prompt
+            eos_token_id=eos,
+            pad_token_id=eos,
+            **decoding,
+        )
     return output[:, input_ids.shape[1]:].tolist()
 
 

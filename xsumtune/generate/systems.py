@@ -47,4 +47,5 @@ def _generate(config: Config, model, tokenizer, prompts: list[dict], desc: str, 
     return generate_summaries(model, tokenizer, prompts, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
                               seed=e.sample_seed, desc=desc, token_budget=e.token_budget,
                               sort_by_length=e.sort_by_length, on_batch=on_batch, candidates=e.mbr_candidates,
+                              cudnn_attention=e.cudnn_attention,
                               **decoding_options(e))
