@@ -212,13 +212,14 @@ LATE_JOBS = {"smol_trained"}
 def pytest_collection_modifyitems(items):
     """The tests that wait on the lane's jobs run after half of the rest (their module's other tests too), those
     of LATE_JOBS last; each group in its own order. A module's tests stay together, so its fixtures run once."""
-    late = [item for item in items if set(_lane_fixtures(item)) & LATE_JOBS]
-    early = [item for item in items if _lane_fixtures(item) and item not in late]
+    late_modules = {item.module for item in items if set(_lane_fixtures(item)) & LATE_JOBS}
+    late = [item for item in items if _lane_fixtures(item) and item.module in late_modules]
+    early = [item for item in items if _lane_fixtures(item) and item.module not in late_modules]
     plain = [item for item in items if not _lane_fixtures(item)]
     modules = {item.module for item in early + late}  # a lane test's module-mates go with it
     before = [item for item in plain if item.module not in modules]
-    with_early = [item for item in plain if item.module in modules and item.module not in {i.module for i in late}]
-    with_late = [item for item in plain if item.module in {i.module for i in late}]
+    with_early = [item for item in plain if item.module in modules and item.module not in late_modules]
+    with_late = [item for item in plain if item.module in late_modules]
     half = len(before) // 2
     while 0 < half < len(before) and before[half].module is before[half - 1].module:
         half += 1  # at a module's boundary: a module fixture set up twice would run its work twice
