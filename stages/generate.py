@@ -7,17 +7,8 @@ from pathlib import Path
 import click
 
 from stages import fail_cleanly
-from xsumtune import distributed
-from xsumtune.checkpoints import fingerprint, release
 from xsumtune.config import load_config
-from xsumtune.data.tokenization import load_tokenizer
-from xsumtune.generate.log import GeneratedLog
-from xsumtune.generate.records import write_generations
-from xsumtune.generate.systems import build_prompts, run_system
-from xsumtune.io import read_parquet, write_json
-from xsumtune.model.loading import attach_adapter, load_base_model
 from xsumtune.model.runtime import check_runtime
-from xsumtune.provenance import describe_run
 
 
 @click.command()
@@ -31,6 +22,17 @@ from xsumtune.provenance import describe_run
 def main(params, test_data, adapter_dir, generations_dir, progress_dir, run_info):
     config = load_config(params)
     check_runtime(config, processes=config.generate.processes)
+    # the model libraries (seconds of imports) only once the params are known to be good: a bad one ends at once
+    from xsumtune import distributed
+    from xsumtune.checkpoints import fingerprint, release
+    from xsumtune.data.tokenization import load_tokenizer
+    from xsumtune.generate.log import GeneratedLog
+    from xsumtune.generate.records import write_generations
+    from xsumtune.generate.systems import build_prompts, run_system
+    from xsumtune.io import read_parquet, write_json
+    from xsumtune.model.loading import attach_adapter, load_base_model
+    from xsumtune.provenance import describe_run
+
     distributed.init()
     progress = Path(progress_dir) / f"rank-{distributed.rank()}" if distributed.world_size() > 1 else progress_dir
     log = GeneratedLog(progress, fingerprint(config.seed, config.prompt, config.model, config.generate,

@@ -5,7 +5,7 @@ import click
 from stages import fail_cleanly
 from xsumtune.config import load_config
 from xsumtune.io import write_json, write_parquet
-from xsumtune.data.preprocessing import prepare_splits
+from xsumtune.data.preprocessing import load_sources, prepare_splits
 from xsumtune.provenance import describe_run
 from xsumtune.data.tokenization import load_tokenizer
 
@@ -18,8 +18,9 @@ from xsumtune.data.tokenization import load_tokenizer
 @fail_cleanly
 def main(params, out_dir, stats, run_info):
     config = load_config(params)
+    sources = load_sources(config)  # a bad file stops here, before the tokenizer's libraries load (seconds)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
-    splits, statistics = prepare_splits(config, tokenizer)
+    splits, statistics = prepare_splits(config, tokenizer, sources)
     for name, rows in splits.items():
         write_parquet(f"{out_dir}/{name}.parquet", rows)
     write_json(stats, statistics)

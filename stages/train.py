@@ -4,15 +4,8 @@ from pathlib import Path
 import click
 
 from stages import fail_cleanly
-from xsumtune.checkpoints import fingerprint
 from xsumtune.config import load_config
-from xsumtune.distributed import is_main, rank, world_size
-from xsumtune.io import read_parquet, write_json
-from xsumtune.model.loading import apply_lora, load_base_model
 from xsumtune.model.runtime import check_runtime
-from xsumtune.provenance import describe_run
-from xsumtune.data.tokenization import load_tokenizer
-from xsumtune.train.training import adapter_checksum, train_adapter
 
 
 @click.command()
@@ -27,6 +20,15 @@ from xsumtune.train.training import adapter_checksum, train_adapter
 def main(params, train_data, validation_data, adapter_dir, live_dir, checkpoint_dir, run_info):
     config = load_config(params)
     check_runtime(config, processes=config.train.processes)
+    # the model libraries (seconds of imports) only once the params are known to be good: a bad one ends at once
+    from xsumtune.checkpoints import fingerprint
+    from xsumtune.distributed import is_main, rank, world_size
+    from xsumtune.io import read_parquet, write_json
+    from xsumtune.model.loading import apply_lora, load_base_model
+    from xsumtune.provenance import describe_run
+    from xsumtune.data.tokenization import load_tokenizer
+    from xsumtune.train.training import adapter_checksum, train_adapter
+
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     model = load_base_model(config.model, config.seed)
     model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)

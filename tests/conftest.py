@@ -1,11 +1,18 @@
 import functools
 import json
+import os
 import platform
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+# The session runs several stage processes at once on few cores, each with torch's OpenMP threads: an idle one
+# sleeps instead of spinning on a core another process could use. How threads wait, not how the work is split:
+# the same bits (test_determinism's fresh copy compares the default profile's outputs with dvc.lock's). Set
+# before torch loads, here and in every process the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = ROOT / "models" / "tokenizers" / "phi-2"
@@ -74,6 +81,26 @@ def tokenizer():
 def tiny_model_config():
     return tiny("model", name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR),
                 dtype="float32", quantization="none")
+
+
+# The data and prompt of the small runs that test_resume and test_distributed train and generate on.
+SMALL_SPLITS = {"data": {"train_size": 24, "validation_size": 4, "test_size": 6}, "prompt": {"max_seq_len": 256}}
+
+
+@pytest.fixture(scope="session")
+def small_splits(tmp_path_factory) -> Path:
+    """The preprocess stage's splits (<split>.parquet) of the tiny profile with SMALL_SPLITS, run once for the
+    session: what preprocess writes depends on the data and prompt sections alone. Tests copy the directory."""
+    from repo_copy import run
+
+    folder = tmp_path_factory.mktemp("small-splits")
+    params = tiny_params()
+    for section, values in SMALL_SPLITS.items():
+        params[section].update(values)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    run([sys.executable, "-m", "stages.preprocess", "--params", folder / "params.yaml", "--out-dir", folder / "data",
+         "--stats", folder / "stats.json"], ROOT)
+    return folder / "data"
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -177,9 +204,30 @@ def _lane_fixtures(item) -> list[str]:
     return [name for name in item.fixturenames if name in JOBS and JOBS[name][2]]
 
 
+# The job that takes longest (a real training, minutes): its test runs last. The others' (seconds to a minute)
+# run mid-session, by when their jobs are done, so their dvc commands run beside the long job, not after it alone.
+LATE_JOBS = {"smol_trained"}
+
+
 def pytest_collection_modifyitems(items):
-    """The tests that wait on the lane's jobs run after the rest, in their own order."""
-    items[:] = [item for item in items if not _lane_fixtures(item)] + [item for item in items if _lane_fixtures(item)]
+    """The tests that wait on the lane's jobs run after half of the rest (their module's other tests too), those
+    of LATE_JOBS last; each group in its own order. A module's tests stay together, so its fixtures run once."""
+    late_modules = {item.module for item in items if set(_lane_fixtures(item)) & LATE_JOBS}
+    late = [item for item in items if _lane_fixtures(item) and item.module in late_modules]
+    early = [item for item in items if _lane_fixtures(item) and item.module not in late_modules]
+    plain = [item for item in items if not _lane_fixtures(item)]
+    modules = {item.module for item in early + late}  # a lane test's module-mates go with it
+    before = [item for item in plain if item.module not in modules]
+    with_early = [item for item in plain if item.module in modules and item.module not in late_modules]
+    with_late = [item for item in plain if item.module in late_modules]
+    half = len(before) // 2
+    while 0 < half < len(before) and before[half].module is before[half - 1].module:
+        half += 1  # at a module's boundary: a module fixture set up twice would run its work twice
+    first = {}
+    for index, item in enumerate(items):
+        first.setdefault(item.module, index)
+    by_module = lambda group: sorted(group, key=lambda item: first[item.module])  # stable: lane tests after
+    items[:] = before[:half] + by_module(with_early + early) + before[half:] + by_module(with_late + late)
 
 
 @pytest.fixture(scope="session")

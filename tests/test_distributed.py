@@ -2,6 +2,7 @@
 import concurrent.futures
 import json
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_params
+from conftest import ROOT, SMALL_SPLITS, tiny_params
 from repo_copy import run
 from xsumtune.distributed import gather_in_order
 
@@ -17,18 +18,17 @@ LAUNCH = [sys.executable, "-m", "stages.launch"]  # as dvc.yaml runs them: torch
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, small_splits):
     work = tmp_path_factory.mktemp("distributed")
     params = tiny_params()
-    params["data"].update(train_size=24, validation_size=4, test_size=6)
-    params["prompt"]["max_seq_len"] = 256
+    for section, values in SMALL_SPLITS.items():  # the preprocess stage's splits of these: conftest's small_splits
+        params[section].update(values)
     params["train"].update(epochs=1, batch_size=2, grad_accum=1, save_steps=4, logging_steps=2, warmup_steps=2)
     params["generate"].update(batch_size=2, max_new_tokens=12)
     for processes in (1, 2):
         params["train"]["processes"] = params["generate"]["processes"] = processes
         (work / f"params{processes}.yaml").write_text(yaml.safe_dump(params))
-    run([sys.executable, "-m", "stages.preprocess", "--params", work / "params1.yaml", "--out-dir", work / "data",
-         "--stats", work / "stats.json"], ROOT)
+    shutil.copytree(small_splits, work / "data")
     return work
 
 
@@ -53,9 +53,16 @@ def evaluate(work, processes, adapter):
     return out
 
 
+@pytest.fixture(scope="module")
+def trained(work):
+    """The train stage in two processes (torchrun, gloo); its adapter is also the one the sharded evaluation
+    generates with (any trained adapter would do there: the test compares one process against two)."""
+    return train(work, 2)
+
+
 @pytest.mark.slow
-def test_two_processes_end_with_the_same_adapter_and_write_once(work):
-    result = train(work, 2)
+def test_two_processes_end_with_the_same_adapter_and_write_once(work, trained):
+    result = trained
     # both ranks write to one pipe: a rank's line can land after the other's unfinished output on a line
     found = re.findall(r"train: rank (\d+/\d+) adapter (\w+);", result.stdout)
     assert sorted(rank for rank, _ in found) == ["0/2", "1/2"]
@@ -68,9 +75,8 @@ def test_two_processes_end_with_the_same_adapter_and_write_once(work):
 
 
 @pytest.mark.slow
-def test_sharded_evaluation_gathers_every_article_in_order(work):
-    train(work, 1)
-    adapter = work / "train1" / "adapter"
+def test_sharded_evaluation_gathers_every_article_in_order(work, trained):
+    adapter = work / "train2" / "adapter"
     with concurrent.futures.ThreadPoolExecutor(2) as pool:  # independent: both at once
         one, two = pool.map(lambda processes: evaluate(work, processes, adapter), (1, 2))
     ids = [json.loads(line)["id"] for line in (two / "predictions.jsonl").read_text().splitlines()]

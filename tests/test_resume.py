@@ -2,6 +2,7 @@
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,14 +11,13 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_params
+from conftest import ROOT, SMALL_SPLITS, tiny_params
 from repo_copy import run, run_together
 
 pytestmark = pytest.mark.slow  # stages run, killed and resumed in subprocesses
 
 SMALL = {
-    "data": {"train_size": 24, "validation_size": 4, "test_size": 6},
-    "prompt": {"max_seq_len": 256},
+    **SMALL_SPLITS,  # the data and prompt of conftest's small_splits
     "train": {"epochs": 2, "batch_size": 2, "grad_accum": 1, "save_steps": 4, "logging_steps": 2, "warmup_steps": 2},
     "generate": {"batch_size": 2, "max_new_tokens": 12},
 }
@@ -28,14 +28,15 @@ def stage(name, *args, cwd=ROOT):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """Small params and preprocessed splits, shared by the tests here."""
+def work(tmp_path_factory, small_splits):
+    """Small params and preprocessed splits (the preprocess stage's, on the same data and prompt: conftest's
+    small_splits), shared by the tests here."""
     work = tmp_path_factory.mktemp("resume")
     params = tiny_params()
     for section, values in SMALL.items():
         params[section].update(values)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    run(stage("preprocess", "--params", work / "params.yaml", "--out-dir", work / "data", "--stats", work / "stats.json"), ROOT)
+    shutil.copytree(small_splits, work / "data")
     return work
 
 

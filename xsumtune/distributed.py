@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 
 def rank() -> int:
     return int(os.environ.get("RANK", 0))
@@ -24,6 +22,8 @@ def is_main() -> bool:
 
 def init() -> None:
     """Joins the process group the launcher set up (NCCL on GPUs, gloo on CPUs); nothing for one process."""
+    import torch  # here, not above: who this process is (rank, world_size) needs no torch
+
     if world_size() > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if torch.cuda.is_available():
@@ -43,6 +43,8 @@ def gather_in_order(items: list[dict], results: list, key=lambda r: r.id) -> lis
     if world_size() == 1:
         gathered = results
     else:
+        import torch
+
         parts = [None] * world_size()
         torch.distributed.all_gather_object(parts, results)
         gathered = [r for part in parts for r in part]

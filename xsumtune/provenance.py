@@ -9,8 +9,6 @@ import platform
 import sys
 from importlib import metadata
 
-import torch
-
 from xsumtune.config import Config
 
 # Distribution names (as pip knows them) of what decides the numbers; a missing one is recorded as null.
@@ -30,6 +28,8 @@ def library_versions() -> dict[str, str | None]:
 
 
 def device_description() -> dict:
+    import torch  # here: a stage that failed before writing its record never pays for torch's import
+
     if torch.cuda.is_available():
         return {"type": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
                 "cuda": torch.version.cuda}

@@ -12,19 +12,30 @@ from xsumtune.data.tokenization import PromptEncoder
 SPLITS = ("train", "validation", "test")
 
 
-def prepare_splits(config: Config, tokenizer) -> tuple[dict[str, list[dict]], dict]:
-    """Processed rows per split and the statistics metrics.
+def load_sources(config: Config) -> tuple[dict[str, list[dict]], Report]:
+    """Every split file the params name, loaded and checked (rows by split name), and what loading dropped.
+
+    Needs no tokenizer: the preprocess stage loads them first, so a bad file stops it before the tokenizer's
+    libraries are imported."""
+    data = config.data
+    report = Report()
+    rows_by_source = {
+        source: load_split(data.source, source, data.on_bad_row, report)
+        for source in dict.fromkeys(getattr(data, f"{name}_split") for name in SPLITS)
+    }
+    return rows_by_source, report
+
+
+def prepare_splits(config: Config, tokenizer, sources: tuple[dict[str, list[dict]], Report] | None = None
+                   ) -> tuple[dict[str, list[dict]], dict]:
+    """Processed rows per split and the statistics metrics; sources: load_sources(config), loaded here if None.
 
     Train and validation rows need a reference to learn from: a row whose summary is empty, longer than its
     article or too long for prompt.max_seq_len is passed over and counted. The test split is the standard
     one: no article is left out because of its reference, and its prompts never include the summary."""
     data = config.data
     wanted = {name: (getattr(data, f"{name}_split"), getattr(data, f"{name}_size")) for name in SPLITS}
-    report = Report()
-    rows_by_source = {
-        source: load_split(data.source, source, data.on_bad_row, report)
-        for source in dict.fromkeys(source for source, _ in wanted.values())
-    }
+    rows_by_source, report = sources if sources is not None else load_sources(config)
     encoder = PromptEncoder(tokenizer, config.prompt.template, config.prompt.chat_template)
     max_seq_len = config.prompt.max_seq_len
 

@@ -8,13 +8,13 @@ from xsumtune.config import Config, ConfigError
 
 def check_runtime(config: Config, processes: int = 1) -> None:
     """Refuses params this machine, the launcher or the model's architecture can't run, before any weights load."""
-    import torch
-
     from xsumtune.distributed import world_size
 
     if world_size() != processes:
         raise ConfigError(f"the params ask for {processes} processes but {world_size()} were launched; "
                           "run the stage through dvc repro (its cmd starts torchrun with the right count)")
+    import torch  # after the check above, which a wrong launch fails without it
+
     on_this_host = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
     if on_this_host > 1 and torch.cuda.is_available() and torch.cuda.device_count() < on_this_host:
         raise ConfigError(f"{on_this_host} processes on this host need as many GPUs; "
