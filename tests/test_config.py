@@ -191,3 +191,18 @@ def test_composing_a_bad_value_stops_with_the_line_naming_its_key(tmp_path, over
 def test_composing_good_values_marks_them_validated(tmp_path):
     params = yaml.safe_load(compose(tmp_path, ["train.lr=5e-4"]).read_text())
     assert (params["validated"], params["train"]["lr"]) == (True, 5e-4)
+
+
+def test_nf4_without_bitsandbytes_stops_with_one_line_naming_the_key(tmp_path, monkeypatch):
+    """Without the check, transformers raised an ImportError traceback from inside from_pretrained."""
+    import sys
+
+    from xsumtune.model.runtime import check_runtime, installed
+
+    nf4 = load_config(write_params(tmp_path, lambda p: (p["model"].update(quantization="nf4"),
+                                                        p["generate"].update(merge_adapter=False))))
+    assert installed("bitsandbytes")  # requirements.txt installs it
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what `import bitsandbytes` meets where it is absent
+    assert not installed("bitsandbytes")
+    with pytest.raises(ConfigError, match=r"^model.quantization: nf4 needs bitsandbytes, which this Python can't"):
+        check_runtime(nf4)

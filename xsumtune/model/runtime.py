@@ -1,6 +1,7 @@
 """Checks of the params against this machine, the launcher and the model's architecture, before any weights load."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from xsumtune.config import Config, ConfigError
@@ -13,6 +14,9 @@ def check_runtime(config: Config, processes: int = 1) -> None:
     if world_size() != processes:
         raise ConfigError(f"the params ask for {processes} processes but {world_size()} were launched; "
                           "run the stage through dvc repro (its cmd starts torchrun with the right count)")
+    if config.model.quantization == "nf4" and not installed("bitsandbytes"):
+        raise ConfigError("model.quantization: nf4 needs bitsandbytes, which this Python can't import; "
+                          "pip install bitsandbytes (requirements.txt pins it) or use model.quantization: none")
     import torch  # after the check above, which a wrong launch fails without it
 
     on_this_host = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
@@ -33,6 +37,14 @@ def check_runtime(config: Config, processes: int = 1) -> None:
     if context is not None and config.prompt.max_seq_len > context:
         raise ConfigError(f"prompt.max_seq_len: {config.prompt.max_seq_len} exceeds {config.model.name}'s context "
                           f"of {context} tokens")
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here, without importing it (bitsandbytes takes seconds)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: present in sys.modules as None (import blocked)
+        return False
 
 
 def check_precision(config: Config, gpu: str | None, bf16_supported: bool) -> None:
