@@ -126,7 +126,7 @@ class GenerateConfig:
     token_budget: int | None
     cache: Literal["dynamic", "static"]
     merge_adapter: bool
-    cudnn_attention: bool  # false: attention on any SDPA kernel but cuDNN's (less host time a step)
+    cudnn_attention: bool  # false: attention on any SDPA kernel but cuDNN's; true: PyTorch's own pick
     processes: int  # processes (one a GPU) sharing the articles, launched by torchrun
 
 

@@ -135,8 +135,9 @@ class LineEnd(StoppingCriteria):
         return done
 
 
-# Every attention kernel but cuDNN's: each cuDNN SDPA call spent about 0.9 ms of host time on an H200 (1.65 s
-# of 5.1 s in bench/results/generate_static_96000_profile.txt), a cost paid per layer and per new token.
+# Every attention kernel but cuDNN's (generate.cudnn_attention: false). A profile showed each cuDNN SDPA call
+# spending about 0.9 ms of host time on an H200 (bench/results/generate_static_96000_profile.txt), yet with
+# cuDNN on the smol profile generated faster (e2e_smol-cudnn.json against e2e_smol.json): the default keeps it.
 NO_CUDNN_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -200,8 +201,8 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
             batch = [examples[i] for i in indices]
             try:
                 outputs = generate_batch(model, tokenizer, [e["prompt_ids"] for e in batch], **options)
-                generated = [_chosen(tokenizer, e, outputs[row * candidates:(row + 1) * candidates], max_new_tokens)
-                             for row, e in enumerate(batch)]
+                generated = [_chosen(tokenizer, e, rows, max_new_tokens)
+                             for e, rows in zip(batch, _by_prompt(outputs, len(batch), candidates), strict=True)]
             except torch.OutOfMemoryError:
                 raise
             except Exception:  # noqa: BLE001 - isolate the failing article below
@@ -220,10 +221,15 @@ def _generated(tokenizer, example: dict, new_tokens: list[int], max_new_tokens: 
                      token_ids=tuple(new_tokens[:decoded.tokens]), leading_newline=decoded.leading_newline)
 
 
+def _by_prompt(outputs: list[list[int]], prompts: int, candidates: int) -> list[list[list[int]]]:
+    """generate's rows grouped by prompt (each prompt's candidates are consecutive rows); the count must match."""
+    if len(outputs) != prompts * candidates:
+        raise RuntimeError(f"generate returned {len(outputs)} sequences for {prompts} prompts x {candidates}")
+    return [outputs[row * candidates:(row + 1) * candidates] for row in range(prompts)]
+
+
 def _chosen(tokenizer, example: dict, outputs: list[list[int]], max_new_tokens: int) -> Generated:
-    """The one generation, or of several candidates (consecutive rows of generate's output) the MBR pick."""
-    if not outputs:
-        raise RuntimeError(f"{example['id']}: generate returned no sequence for this article")
+    """The one generation, or of several candidates the MBR pick."""
     options = [_generated(tokenizer, example, out, max_new_tokens) for out in outputs]
     return options[select([g.prediction for g in options])] if len(options) > 1 else options[0]
 
@@ -231,7 +237,8 @@ def _chosen(tokenizer, example: dict, outputs: list[list[int]], max_new_tokens: 
 def _generate_one(model, tokenizer, example: dict, options: dict) -> Generated:
     try:
         outputs = generate_batch(model, tokenizer, [example["prompt_ids"]], **options)
-        return _chosen(tokenizer, example, outputs, options["max_new_tokens"])
+        (rows,) = _by_prompt(outputs, 1, options.get("num_return_sequences", 1))
+        return _chosen(tokenizer, example, rows, options["max_new_tokens"])
     except torch.OutOfMemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - recorded per article, counted as failed
