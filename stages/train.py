@@ -19,7 +19,7 @@ from xsumtune.model.runtime import check_runtime
 @fail_cleanly
 def main(params, train_data, validation_data, adapter_dir, live_dir, checkpoint_dir, run_info):
     config = load_config(params)
-    check_runtime(config, processes=config.train.processes)
+    check_runtime(config, processes=config.train.processes, training=True)
     # the model libraries (seconds of imports) only once the params are known to be good: a bad one ends at once
     from xsumtune.checkpoints import fingerprint
     from xsumtune.distributed import is_main, rank, world_size

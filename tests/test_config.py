@@ -206,3 +206,24 @@ def test_nf4_without_bitsandbytes_stops_with_one_line_naming_the_key(tmp_path, m
     assert not installed("bitsandbytes")
     with pytest.raises(ConfigError, match=r"^model.quantization: nf4 needs bitsandbytes, which this Python can't"):
         check_runtime(nf4)
+
+
+def test_a_bitsandbytes_optimizer_without_bitsandbytes_stops_the_train_check_with_one_line(tmp_path, monkeypatch):
+    """paged_adamw_8bit (the conf default) is built by the Trainer from bitsandbytes: without it, a traceback
+    from inside Trainer.create_optimizer after the model had loaded."""
+    import sys
+
+    from transformers.training_args import OptimizerNames
+
+    from xsumtune.model.runtime import check_runtime, needs_bitsandbytes
+
+    assert {o.value for o in OptimizerNames if needs_bitsandbytes(o.value)} >= {"paged_adamw_8bit", "adamw_bnb_8bit",
+                                                                                 "lion_32bit", "rmsprop_bnb"}
+    assert not any(needs_bitsandbytes(name) for name in ("adamw_torch", "adamw_torch_fused", "adamw_torch_8bit",
+                                                          "adafactor", "sgd"))
+    paged = load_config(write_params(tmp_path, lambda p: p["train"].update(optimizer="paged_adamw_8bit")))
+    check_runtime(paged, training=True)  # bitsandbytes is installed here: no complaint
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    check_runtime(paged)  # generate's check: the optimizer is not its concern
+    with pytest.raises(ConfigError, match=r"^train.optimizer: paged_adamw_8bit needs bitsandbytes, which this Python"):
+        check_runtime(paged, training=True)

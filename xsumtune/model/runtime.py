@@ -7,8 +7,9 @@ import os
 from xsumtune.config import Config, ConfigError
 
 
-def check_runtime(config: Config, processes: int = 1) -> None:
-    """Refuses params this machine, the launcher or the model's architecture can't run, before any weights load."""
+def check_runtime(config: Config, processes: int = 1, training: bool = False) -> None:
+    """Refuses params this machine, the launcher or the model's architecture can't run, before any weights load.
+    training: the train stage's check, which also covers train.optimizer."""
     from xsumtune.distributed import world_size
 
     if world_size() != processes:
@@ -17,7 +18,10 @@ def check_runtime(config: Config, processes: int = 1) -> None:
     if config.model.quantization == "nf4" and not installed("bitsandbytes"):
         raise ConfigError("model.quantization: nf4 needs bitsandbytes, which this Python can't import; "
                           "pip install bitsandbytes (requirements.txt pins it) or use model.quantization: none")
-    import torch  # after the check above, which a wrong launch fails without it
+    if training and needs_bitsandbytes(config.train.optimizer) and not installed("bitsandbytes"):
+        raise ConfigError(f"train.optimizer: {config.train.optimizer} needs bitsandbytes, which this Python can't "
+                          "import; pip install bitsandbytes (requirements.txt pins it) or use adamw_torch")
+    import torch  # after the checks above, which a wrong launch fails without it
 
     on_this_host = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
     if on_this_host > 1 and torch.cuda.is_available() and torch.cuda.device_count() < on_this_host:
@@ -37,6 +41,13 @@ def check_runtime(config: Config, processes: int = 1) -> None:
     if context is not None and config.prompt.max_seq_len > context:
         raise ConfigError(f"prompt.max_seq_len: {config.prompt.max_seq_len} exceeds {config.model.name}'s context "
                           f"of {context} tokens")
+
+
+def needs_bitsandbytes(optimizer: str) -> bool:
+    """Whether the Trainer builds this optimizer from bitsandbytes: its 8-bit, paged, Lion, RMSprop-bnb
+    and AdEMAMix optimizers (transformers' OptimizerNames); adamw_torch*, adafactor, sgd, ... need none
+    (adamw_torch_8bit and _4bit are torchao's)."""
+    return not optimizer.startswith("adamw_torch") and any(part in optimizer for part in ("8bit", "32bit", "bnb", "paged", "lion", "ademamix"))
 
 
 def installed(module: str) -> bool:
