@@ -77,6 +77,14 @@ def tokenizer():
     return load_tokenizer(str(TOKENIZER_DIR))
 
 
+def tiny_random_model(seed: int):
+    """The tiny Phi architecture with random float32 weights drawn from `seed`, in eval mode."""
+    from xsumtune.model.loading import load_base_model
+
+    config = tiny("model", name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR), dtype="float32")
+    return load_base_model(config, seed=seed).eval()
+
+
 @pytest.fixture
 def tiny_model_config():
     return tiny("model", name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR),

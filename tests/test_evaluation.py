@@ -72,11 +72,9 @@ def test_rouge_stemmer_reaches_every_score():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from conftest import TINY_CONFIG_DIR, TOKENIZER_DIR
-    from xsumtune.model.loading import load_base_model
+    from conftest import tiny_random_model
 
-    config = tiny("model", name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR), dtype="float32")
-    return load_base_model(config, seed=0).eval()
+    return tiny_random_model(seed=0)
 
 
 @pytest.mark.parametrize("config", [

@@ -41,12 +41,16 @@ def swept(tmp_path_factory):
 
     overrides = [arg for key, value in SHRINK.items() for arg in ("-S", f"{key}={value}")]
     dvc("exp", "run", "--queue", *overrides, "-S", "train.lr=" + ",".join(map(str, LRS)), cwd=repo)
-    dvc("queue", "start", "-j", "2", cwd=repo)  # both at once: two workers share the cores
+    # One worker: with two, DVC's workers race for the repository's locks (treeverse/dvc#10673, open) and one
+    # experiment fails with no log, as seen here when the lane's training shared the two cores
+    dvc("queue", "start", "-j", "1", cwd=repo)
     try:
-        status = wait_for_queue(repo, timeout_s=480)
+        status = wait_for_queue(repo, timeout_s=600)
     finally:
         dvc("queue", "stop", "--kill", cwd=repo, check=False)
-    assert status.count("Success") == 2, status
+    failed = [line.split()[0] for line in status.splitlines() if " Failed" in line]
+    logs = "".join(dvc("queue", "logs", task, cwd=repo, check=False).stdout for task in failed)
+    assert status.count("Success") == 2, status + logs
     shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
     experiments = {rev["name"]: rev for baseline in shown[1:] for exp in baseline["experiments"] or []
                    for rev in exp["revs"]}

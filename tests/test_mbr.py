@@ -37,11 +37,9 @@ def test_select_keeps_the_candidate_the_others_agree_with_most():
 
 @pytest.fixture(scope="module")
 def model():
-    from conftest import TINY_CONFIG_DIR, TOKENIZER_DIR, tiny
-    from xsumtune.model.loading import load_base_model
+    from conftest import tiny_random_model
 
-    config = tiny("model", name=str(TINY_CONFIG_DIR), weights="random", tokenizer=str(TOKENIZER_DIR), dtype="float32")
-    return load_base_model(config, seed=5).eval()
+    return tiny_random_model(seed=5)
 
 
 def test_each_article_gets_one_of_its_own_candidates(model, tokenizer):
