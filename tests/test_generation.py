@@ -299,3 +299,95 @@ def test_generation_without_cudnn_attention_keeps_every_token_and_turns_cudnn_of
     finally:
         hook.remove()
     assert without == plain
+
+
+@pytest.fixture(scope="module")
+def grouped_model():
+    """A tiny Llama with grouped-query attention (4 query heads on 2 key/value heads), random float32 weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from conftest import TINY_CONFIG_DIR
+
+    config = AutoConfig.from_pretrained(TINY_CONFIG_DIR.parent / "tiny-llama", num_key_value_heads=2,
+                                        attn_implementation="sdpa")
+    torch.manual_seed(5)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+class NewlineAt:
+    """Hooks that make the model write a newline where a row's position + 1 is a multiple of `every`: rows of
+    other prompt lengths end their line at other steps, some not within the cap."""
+
+    def __init__(self, model, every: int):
+        self.every, self.positions = every, None
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft's generate calls it
+        self.handles = [inner.register_forward_pre_hook(self.take_positions, with_kwargs=True),
+                        model.get_output_embeddings().register_forward_hook(self.favour_newline)]
+
+    def take_positions(self, module, args, kwargs):
+        self.positions = kwargs["position_ids"]
+
+    def favour_newline(self, module, inputs, logits):
+        newline = ((self.positions[:, -logits.shape[1]:] + 1) % self.every == 0).to(logits.dtype)
+        logits = logits.clone()
+        logits[..., 198] += 1e3 * newline
+        return logits
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("which", ["lora", "grouped"])
+def test_graph_decoding_equals_generate_token_for_token(which, model, grouped_model, tokenizer, prompts):
+    """generate.cache: graphs (the project's greedy loop) makes generate's tokens: with min_new_tokens, eos, line
+    ends and the cap, on an unmerged LoRA model and on grouped-query attention."""
+    subject = model if which == "lora" else grouped_model
+    options = dict(batch_size=5, max_new_tokens=16, min_new_tokens=1, sort_by_length=True)
+    for every in (None, 23):  # 23: most rows end their line within the cap, each at its own step
+        hooks = NewlineAt(subject, every) if every else None
+        try:
+            static = generate_summaries(subject, tokenizer, prompts, cache_implementation="static", **options)
+            graphs = generate_summaries(subject, tokenizer, prompts, cache_implementation="graphs", **options)
+        finally:
+            if hooks:
+                hooks.remove()
+        assert [g.error for g in graphs] == [None] * len(prompts)
+        assert graphs == static
+        capped = sum(g.stopped_by_cap for g in graphs)
+        assert capped == len(prompts) if not every else 0 < capped < len(prompts) / 2
+        if every:
+            assert len({g.tokens for g in graphs}) > 4
+
+
+def test_graph_decoding_stops_at_eos_and_takes_no_option_it_would_ignore(tokenizer):
+    from conftest import tiny_random_model
+
+    base = tiny_random_model(0)
+    with torch.no_grad():  # eos becomes every step's most likely token
+        base.lm_head.bias[tokenizer.eos_token_id] = 1e4
+    prompts = [{"id": "a", "prompt_ids": [11, 12, 13]}, {"id": "b", "prompt_ids": [14]}]
+    results = generate_summaries(base, tokenizer, prompts, batch_size=2, max_new_tokens=60, min_new_tokens=1,
+                                 cache_implementation="graphs")
+    assert [(g.tokens, g.stopped_by_cap) for g in results] == [(1, False)] * 2  # one token, then eos
+    out = generate_batch(base, tokenizer, [p["prompt_ids"] for p in prompts], max_new_tokens=60,
+                         cache_implementation="graphs")
+    assert out == [[tokenizer.eos_token_id] * 8] * 2  # the host looks every 8 steps: 8, not 60
+    with pytest.raises(ValueError, match="takes no no_repeat_ngram_size"):
+        generate_batch(base, tokenizer, [[11]], max_new_tokens=4, cache_implementation="graphs",
+                       no_repeat_ngram_size=3)
+
+
+def test_grouped_decode_attention_equals_sdpa_with_repeated_heads():
+    from types import SimpleNamespace
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from xsumtune.generate.graphs import grouped_decode_attention
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(3, 6, 1, 8), torch.randn(3, 2, 10, 8), torch.randn(3, 2, 10, 8)
+    mask = torch.rand(3, 1, 1, 10) > 0.3
+    mask[:, :, :, 0] = True
+    module = SimpleNamespace(num_key_value_groups=3, is_causal=True)
+    grouped, _ = grouped_decode_attention(module, query, key, value, mask, scaling=0.3)
+    plain, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
+    assert grouped.shape == plain.shape == (3, 1, 6, 8)
+    torch.testing.assert_close(grouped, plain)

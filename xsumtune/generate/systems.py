@@ -26,8 +26,8 @@ def decoding_options(config: GenerateConfig) -> dict:
         options["length_penalty"] = config.length_penalty
     if config.do_sample:
         options.update(temperature=config.temperature, top_p=config.top_p)
-    if config.cache == "static":
-        options["cache_implementation"] = "static"
+    if config.cache != "dynamic":
+        options["cache_implementation"] = config.cache
     return options
 
 

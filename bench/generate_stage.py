@@ -1,0 +1,123 @@
+"""Generation throughput of the generate stage's own code on a profile's params: `generate.cache: static`
+(transformers' generate) against `graphs` (xsumtune/generate/graphs.py), on the same model and prompts.
+
+The model is the profile's architecture with random weights (its LoRA applied, B drawn non-zero, merged
+or not as generate.merge_adapter says), or real weights with --model. Prompts: every test article of the
+sample, built by the stage's build_prompts. Each cache runs `--reps` times over all of them, two ways:
+  stage:  run_system, exactly what the generate stage calls (each row stops at eos or its line's end)
+  forced: every row makes exactly max_new_tokens tokens (no eos, no line-end stop), the other options the
+          profile's: the fixed-work figure the speed goals are set in
+The JSON holds each repetition, the median and spread, and how many articles' tokens equal the static
+path's (and of those that differ, how many first differ at a bf16 tie of the logits).
+
+    python bench/generate_stage.py --profile smol --model-config models/configs/smollm2-135m --name smol
+    python bench/generate_stage.py --profile phi2-random --name phi2-random
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import subprocess
+import time
+
+import torch
+
+from common import ROOT, profile_config, run_facts, write_result, xsum_test_rows
+from generate_throughput import equality
+from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.generate.generation import generate_summaries
+from xsumtune.generate.systems import build_prompts, decoding_options, run_system
+from xsumtune.model.loading import apply_lora, load_base_model
+
+
+CUDA = torch.cuda.is_available()
+
+
+def timed(run) -> tuple[list, float]:
+    if CUDA:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    results = run()
+    if CUDA:
+        torch.cuda.synchronize()
+    return results, time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="a params override, key=value")
+    parser.add_argument("--model-config", help="a config directory: the architecture, random weights "
+                        "(default: the profile's model.name)")
+    parser.add_argument("--tokenizer", help="default: the profile's model.tokenizer")
+    parser.add_argument("--caches", default="static,graphs")
+    parser.add_argument("--ways", default="stage,forced")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--commit")
+    parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+
+    config = profile_config(args.profile, tuple(args.overrides))
+    model_config = dataclasses.replace(config.model, weights="random",  # the params' paths are the repository's
+                                       name=str(ROOT / (args.model_config or config.model.name)),
+                                       tokenizer=str(ROOT / (args.tokenizer or config.model.tokenizer)))
+    config = dataclasses.replace(config, model=model_config)
+    tokenizer = load_tokenizer(model_config.tokenizer)
+    prompts = build_prompts(config, tokenizer, xsum_test_rows())
+    model = apply_lora(load_base_model(model_config, config.seed), config.lora, config.seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    model = (model.merge_and_unload() if config.generate.merge_adapter else model).eval()
+    e = config.generate
+    lengths = [len(p["prompt_ids"]) for p in prompts]
+    commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                           text=True).stdout.strip()
+    record = {"bench": "generate_stage", "profile": args.profile, "overrides": args.overrides, "commit": commit,
+              "model": f"{model_config.name} (random weights), {model_config.dtype}, quantization "
+                       f"{model_config.quantization}, LoRA {'merged' if e.merge_adapter else 'unmerged'}",
+              "articles": len(prompts), "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
+              "prompt_tokens_max": max(lengths), "max_new_tokens": e.max_new_tokens,
+              "token_budget": e.token_budget, "batch_size": e.batch_size, **run_facts(), "runs": {}}
+
+    def way(cache: str, how: str):
+        generate = dataclasses.replace(e, cache=cache)
+        if how == "stage":
+            return lambda: run_system(dataclasses.replace(config, generate=generate), model, tokenizer, prompts,
+                                      f"{cache} stage")
+        options = {**decoding_options(generate), "min_new_tokens": e.max_new_tokens}
+        return lambda: generate_summaries(model, tokenizer, prompts, batch_size=e.batch_size,
+                                          max_new_tokens=e.max_new_tokens, token_budget=e.token_budget,
+                                          sort_by_length=e.sort_by_length, stop_at_line_end=False,
+                                          desc=f"{cache} forced", cudnn_attention=e.cudnn_attention, **options)
+
+    generate_summaries(model, tokenizer, prompts[:8], batch_size=8, max_new_tokens=4)  # kernels, handles
+    outputs = {}
+    for how in args.ways.split(","):
+        for cache in args.caches.split(","):
+            if CUDA:
+                torch.cuda.reset_peak_memory_stats()
+            seconds, results = [], None
+            for _ in range(args.reps):
+                results, s = timed(way(cache, how))
+                seconds.append(round(s, 2))
+            outputs[(how, cache)] = results
+            rates = [round(len(prompts) / s, 1) for s in seconds]
+            run = {"seconds": seconds, "articles_per_s": rates, "articles_per_s_median": statistics.median(rates),
+                   "spread": round(max(rates) - min(rates), 1),
+                   "new_tokens": sum(r.tokens for r in results),
+                   "natural_stops": sum(not r.stopped_by_cap for r in results),
+                   "failed": sum(r.error is not None for r in results),
+                   "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if CUDA else None}
+            if (how, "static") in outputs and cache != "static":
+                run.update(equality(model, prompts, outputs[(how, "static")], results))
+            record["runs"][f"{how}/{cache}"] = run
+            print(f"{args.name} {how}/{cache}: {run}", flush=True)
+    write_result(f"{args.out_dir}/generate_stage_{args.name}.json", record)
+
+
+if __name__ == "__main__":
+    main()

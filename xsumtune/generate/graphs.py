@@ -1,0 +1,152 @@
+"""Greedy decoding in a loop of its own (`generate.cache: graphs`): a static KV cache, and every decode step
+after the first few replayed as one CUDA graph (eager where there is no GPU).
+
+Per token, `generate` prepares inputs, builds the mask, runs logits processors and stopping criteria in
+Python, and the model launches a few hundred kernels: host time that a small model's GPU work can't hide.
+Here one step is fixed-shape work on tensors that stay in place (the next token, each row's position, a
+4D mask that gains one slot a step, the row's done flag and the line-end state), so it is captured once
+per batch and replayed. The host looks at the done flags every `check_every` steps only.
+
+It makes the tokens `generate` makes with greedy decoding, a static cache, `min_new_tokens`, eos as pad
+and LineEnd (tests/test_generation.py compares them token for token): the same prefill call, the same
+positions, argmax over float32 logits, eos for rows already done. Decode steps of a grouped-query model
+read each key/value head once (grouped_decode_attention), where transformers' SDPA path with a mask
+copies every key/value head once per query head it serves, for each step.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch.nn.functional import scaled_dot_product_attention
+from transformers import AttentionInterface, StaticCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+GROUPED = "sdpa_grouped_decode"
+
+
+def grouped_decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                             **kwargs):
+    """SDPA for one new token per row: the query heads that share a key/value head are that head's queries
+    (a group of g rows against the same keys), so no key or value is copied. Anything else: transformers' SDPA.
+
+    query [batch, heads, 1, dim]; key, value [batch, kv_heads, slots, dim]; attention_mask [batch, 1, 1, slots]."""
+    batch, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    if q_len != 1 or heads == kv_heads or attention_mask is None or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    # repeat_kv maps query head h to key/value head h // g: h = kv * g + j, so a view groups them
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+    output = scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask, scale=scaling)
+    return output.reshape(batch, heads, 1, dim).transpose(1, 2), None
+
+
+AttentionInterface.register(GROUPED, grouped_decode_attention)
+ALL_MASK_ATTENTION_FUNCTIONS.register(GROUPED, sdpa_mask)
+
+
+@contextmanager
+def _attention(model, name: str | None):
+    """The model's attention implementation set to name while inside (every module reads it at call time)."""
+    config = model.config
+    before = config._attn_implementation
+    if name is not None and before == "sdpa":
+        config._attn_implementation_internal = name
+    try:
+        yield
+    finally:
+        config._attn_implementation_internal = before
+
+
+class _Decoder:
+    """The loop's state, on the model's device; choose() picks a token from logits, step() runs one decode step."""
+
+    def __init__(self, model, cache, input_ids, attention_mask, positions, *, max_new_tokens: int, eos_token_id: int,
+                 min_new_tokens: int, line_tokens):
+        rows, width = input_ids.shape
+        device = input_ids.device
+        self.model, self.cache, self.eos, self.min_new_tokens = model, cache, eos_token_id, min_new_tokens
+        self.tokens = torch.full((rows, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
+        self.index = torch.zeros(1, dtype=torch.long, device=device)  # the new token being chosen
+        self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+        self.next_input = torch.empty((rows, 1), dtype=torch.long, device=device)
+        self.positions = positions[:, -1:].clone()  # advanced before each step: generate's last position + 1
+        self.slot = torch.full((1,), width - 1, dtype=torch.long, device=device)  # the cache slot written last
+        self.mask = torch.zeros((rows, 1, 1, width + max_new_tokens), dtype=torch.bool, device=device)
+        self.mask[:, 0, 0, :width] = attention_mask.bool()
+        self.line = None
+        if line_tokens is not None:
+            newline, text_then_newline, blank = (t.to(device) for t in line_tokens[:3])
+            self.line = (newline, text_then_newline, blank, line_tokens.vocab_size)
+            self.has_text = torch.zeros(rows, dtype=torch.bool, device=device)
+
+    def choose(self, logits: torch.Tensor) -> None:
+        scores = logits.float()
+        if self.min_new_tokens:  # MinNewTokensLengthLogitsProcessor: no eos before min_new_tokens
+            scores[:, self.eos] = torch.where(self.index < self.min_new_tokens, float("-inf"), scores[:, self.eos])
+        chosen = torch.where(self.unfinished, scores.argmax(-1), self.eos)  # rows done get eos, as generate's pad
+        self.tokens.index_copy_(1, self.index, chosen[:, None])
+        done = chosen == self.eos
+        if self.line is not None:  # LineEnd, on the same token sets
+            newline, text_then_newline, blank, vocab_size = self.line
+            done |= (self.has_text & torch.isin(chosen, newline)) | torch.isin(chosen, text_then_newline)
+            self.has_text |= ~(torch.isin(chosen, blank) | (chosen >= vocab_size))
+        self.unfinished &= ~done
+        self.next_input.copy_(chosen[:, None])
+        self.index += 1
+
+    def step(self) -> None:
+        self.positions += 1
+        self.slot += 1
+        self.mask.index_fill_(3, self.slot, True)
+        logits = self.model(input_ids=self.next_input, attention_mask=self.mask, position_ids=self.positions,
+                            past_key_values=self.cache, use_cache=True).logits[:, -1]
+        self.choose(logits)
+
+
+@torch.inference_mode()
+def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+                  eos_token_id: int, min_new_tokens: int = 0, line_tokens=None, check_every: int = 8,
+                  warmup: int = 2) -> torch.Tensor:
+    """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tokens,
+    its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
+
+    On a CUDA device, `warmup` eager decode steps (on a side stream, as CUDA graph capture wants), then one
+    captured step replayed for the rest; elsewhere every step runs eagerly."""
+    rows, width = input_ids.shape
+    cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
+    positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
+    positions = positions.masked_fill(attention_mask == 0, 0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
+                       eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tokens=line_tokens)
+    decoder.choose(logits)
+    del logits
+    cuda = input_ids.device.type == "cuda"
+    graph, steps = None, 1
+    with _attention(model, GROUPED):
+        while steps < max_new_tokens:
+            if steps % check_every == 0 and not bool(decoder.unfinished.any()):
+                break
+            if not cuda or steps <= warmup:
+                if cuda:
+                    side = torch.cuda.Stream()
+                    side.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(side):
+                        decoder.step()
+                    torch.cuda.current_stream().wait_stream(side)
+                else:
+                    decoder.step()
+            else:
+                if graph is None:
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):  # recorded, not run: the state doesn't move
+                        decoder.step()
+                graph.replay()
+            steps += 1
+    if graph is not None:
+        graph.reset()
+    return decoder.tokens[:, :steps]
