@@ -54,6 +54,7 @@ def main():
     parser.add_argument("--caches", default="static,graphs")
     parser.add_argument("--ways", default="stage,forced")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--static-reps", type=int, help="repetitions of the static path (default: --reps)")
     parser.add_argument("--name", required=True)
     parser.add_argument("--commit")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
@@ -101,7 +102,7 @@ def main():
             if CUDA:
                 torch.cuda.reset_peak_memory_stats()
             seconds, results = [], None
-            for _ in range(args.reps):
+            for _ in range(args.static_reps or args.reps if cache == "static" else args.reps):
                 results, s = timed(way(cache, how))
                 seconds.append(round(s, 2))
             outputs[(how, cache)] = results

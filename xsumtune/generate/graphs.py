@@ -76,11 +76,20 @@ class _Decoder:
         self.slot = torch.full((1,), width - 1, dtype=torch.long, device=device)  # the cache slot written last
         self.mask = torch.zeros((rows, 1, 1, width + max_new_tokens), dtype=torch.bool, device=device)
         self.mask[:, 0, 0, :width] = attention_mask.bool()
-        self.line = None
+        self.line_tokens, self.line = line_tokens, None
         if line_tokens is not None:
-            newline, text_then_newline, blank = (t.to(device) for t in line_tokens[:3])
-            self.line = (newline, text_then_newline, blank, line_tokens.vocab_size)
             self.has_text = torch.zeros(rows, dtype=torch.bool, device=device)
+
+    def _line_tables(self, vocab: int, device) -> tuple[torch.Tensor, ...]:
+        """LineEnd's token sets as one flag per id (vocab: the logits' width): a lookup is a gather, which a
+        CUDA graph can hold, where torch.isin sorts and waits on the host."""
+        tables = []
+        for ids in self.line_tokens[:3]:
+            table = torch.zeros(max(vocab, self.line_tokens.vocab_size), dtype=torch.bool)
+            table[ids] = True
+            tables.append(table)
+        tables[2][self.line_tokens.vocab_size:] = True  # ids past the tokenizer's decode to nothing: blank
+        return tuple(table.to(device) for table in tables)
 
     def choose(self, logits: torch.Tensor) -> None:
         scores = logits.float()
@@ -89,10 +98,12 @@ class _Decoder:
         chosen = torch.where(self.unfinished, scores.argmax(-1), self.eos)  # rows done get eos, as generate's pad
         self.tokens.index_copy_(1, self.index, chosen[:, None])
         done = chosen == self.eos
-        if self.line is not None:  # LineEnd, on the same token sets
-            newline, text_then_newline, blank, vocab_size = self.line
-            done |= (self.has_text & torch.isin(chosen, newline)) | torch.isin(chosen, text_then_newline)
-            self.has_text |= ~(torch.isin(chosen, blank) | (chosen >= vocab_size))
+        if self.line_tokens is not None:  # LineEnd, on the same token sets
+            if self.line is None:  # the first call, the prefill's: before any capture
+                self.line = self._line_tables(scores.shape[-1], scores.device)
+            newline, text_then_newline, blank = self.line
+            done |= (self.has_text & newline[chosen]) | text_then_newline[chosen]
+            self.has_text |= ~blank[chosen]
         self.unfinished &= ~done
         self.next_input.copy_(chosen[:, None])
         self.index += 1
