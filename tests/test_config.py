@@ -145,10 +145,6 @@ def write_params(tmp_path, edit):
     (lambda p: p["generate"].update(mbr_candidates=4), "generate.mbr_candidates: 4 candidates need sampling"),
     (lambda p: p["generate"].update(mbr_candidates=4, num_beams=3), "generate.mbr_candidates: 4 candidates need"),
     (lambda p: p["generate"].update(cache="graph"), "generate.cache: expected one of"),
-    (lambda p: p["generate"].update(cache="graphs", num_beams=4), "generate.num_beams: must be 1 with generate.cache"),
-    (lambda p: p["generate"].update(cache="graphs", do_sample=True), "generate.do_sample: must be false with generate"),
-    (lambda p: p["generate"].update(cache="graphs", no_repeat_ngram_size=3),
-     "generate.no_repeat_ngram_size: must be 0 with generate.cache: graphs"),
     (lambda p: p["model"].update(attn_implementation="eager") or p["generate"].update(cache="graphs"),
      "generate.cache: graphs needs model.attn_implementation: sdpa"),
 ])

@@ -391,3 +391,17 @@ def test_grouped_decode_attention_equals_sdpa_with_repeated_heads():
     plain, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
     assert grouped.shape == plain.shape == (3, 1, 6, 8)
     torch.testing.assert_close(grouped, plain)
+
+
+def test_graphs_decode_greedily_and_hand_other_modes_to_generate_with_the_static_cache():
+    """generate.cache: graphs is the default profiles': `-S generate.num_beams=4` (or sampling, trigram blocking,
+    MBR) must still run, with transformers' generate over the static cache."""
+    import dataclasses
+    from xsumtune.generate.systems import decoding_options
+
+    graphs = tiny("generate", cache="graphs")
+    assert decoding_options(graphs)["cache_implementation"] == "graphs"
+    for change in (dict(num_beams=4, length_penalty=0.8), dict(do_sample=True, temperature=0.7),
+                   dict(no_repeat_ngram_size=3), dict(do_sample=True, mbr_candidates=4)):
+        assert decoding_options(dataclasses.replace(graphs, **change))["cache_implementation"] == "static"
+    assert "cache_implementation" not in decoding_options(tiny("generate", cache="dynamic"))

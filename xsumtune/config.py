@@ -124,7 +124,7 @@ class GenerateConfig:
     zero_shot: bool  # also generate with the base model alone
     sort_by_length: bool  # speed that leaves outputs unchanged, as token_budget, cache and merge_adapter
     token_budget: int | None
-    cache: Literal["dynamic", "static", "graphs"]  # graphs: greedy, in xsumtune/generate/graphs.py
+    cache: Literal["dynamic", "static", "graphs"]  # graphs: greedy in xsumtune/generate/graphs.py, else static
     merge_adapter: bool
     cudnn_attention: bool  # false: attention on any SDPA kernel but cuDNN's; true: PyTorch's own pick
     processes: int  # processes (one a GPU) sharing the articles, launched by torchrun
@@ -254,15 +254,8 @@ def validate(config: Config, path: Path) -> None:
         for key in ("temperature", "top_p"):
             if getattr(generate, key) != 1.0:
                 fail(f"generate.{key}", "acts only when sampling; set generate.do_sample: true")
-    if generate.cache == "graphs":  # the loop in xsumtune/generate/graphs.py: greedy, SDPA's boolean mask
-        for key, value, off in (("num_beams", generate.num_beams, 1), ("do_sample", generate.do_sample, False),
-                                ("no_repeat_ngram_size", generate.no_repeat_ngram_size, 0),
-                                ("mbr_candidates", generate.mbr_candidates, 1)):
-            if value != off:
-                fail(f"generate.{key}", f"must be {str(off).lower()} with generate.cache: graphs (greedy decoding "
-                     "only); set generate.cache: static")
-        if config.model.attn_implementation != "sdpa":
-            fail("generate.cache", "graphs needs model.attn_implementation: sdpa")
+    if generate.cache == "graphs" and config.model.attn_implementation != "sdpa":  # SDPA's boolean mask
+        fail("generate.cache", "graphs needs model.attn_implementation: sdpa")
     if config.score.bertscore_layer is not None and config.score.bertscore_layer < 1:
         fail("score.bertscore_layer", f"must be >= 1 or null, got {config.score.bertscore_layer}")
     base = config.base

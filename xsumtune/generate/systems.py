@@ -26,8 +26,10 @@ def decoding_options(config: GenerateConfig) -> dict:
         options["length_penalty"] = config.length_penalty
     if config.do_sample:
         options.update(temperature=config.temperature, top_p=config.top_p)
-    if config.cache != "dynamic":
-        options["cache_implementation"] = config.cache
+    if config.cache != "dynamic":  # graphs decodes greedily; beams, sampling, blocking or MBR: the static cache
+        greedy = config.num_beams == 1 and not config.do_sample and not config.no_repeat_ngram_size and \
+            config.mbr_candidates == 1
+        options["cache_implementation"] = "static" if config.cache == "graphs" and not greedy else config.cache
     return options
 
 
