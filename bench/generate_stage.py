@@ -1,14 +1,18 @@
 """Generation throughput of the generate stage's own code on a profile's params: `generate.cache: static`
 (transformers' generate) against `graphs` (xsumtune/generate/graphs.py), on the same model and prompts.
 
-The model is the profile's architecture with random weights (its LoRA applied, B drawn non-zero, merged
-or not as generate.merge_adapter says), or real weights with --model. Prompts: every test article of the
+The model is the profile's architecture with random weights (4-bit, then dequantized, as model.quantization
+and generate.dequantize say; its LoRA applied, B drawn non-zero, merged or not as generate.merge_adapter
+says), or real weights from --weights DIR (a Hugging Face directory, models/base after the base_model
+stage). Prompts: every test article of the
 sample, built by the stage's build_prompts. Each cache runs `--reps` times over all of them, two ways:
   stage:  run_system, exactly what the generate stage calls (each row stops at eos or its line's end)
   forced: every row makes exactly max_new_tokens tokens (no eos, no line-end stop), the other options the
           profile's: the fixed-work figure the speed goals are set in
 The JSON holds each repetition, the median and spread, and how many articles' tokens equal the static
-path's (and of those that differ, how many first differ at a bf16 tie of the logits).
+path's (and of those that differ, how many first differ at a bf16 tie of the logits). --torch-profile
+runs the last cache's stage way once more under torch.profiler and writes where the time went
+(prefill, decode, capture, dropping finished rows, kernels) to generate_stage_<name>_profile.txt.
 
     python bench/generate_stage.py --profile smol --model-config models/configs/smollm2-135m --name smol
     python bench/generate_stage.py --profile phi2-random --name phi2-random
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import subprocess
 import time
@@ -26,9 +31,10 @@ import torch
 from common import ROOT, profile_config, run_facts, write_result, xsum_test_rows
 from generate_throughput import equality
 from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.generate import generation, graphs
 from xsumtune.generate.generation import generate_summaries
 from xsumtune.generate.systems import build_prompts, decoding_options, run_system
-from xsumtune.model.loading import apply_lora, load_base_model
+from xsumtune.model.loading import apply_lora, dequantize, load_base_model
 
 
 CUDA = torch.cuda.is_available()
@@ -51,26 +57,37 @@ def main():
     parser.add_argument("--model-config", help="a config directory: the architecture, random weights "
                         "(default: the profile's model.name)")
     parser.add_argument("--tokenizer", help="default: the profile's model.tokenizer")
+    parser.add_argument("--weights", help="a model directory with real weights (default: random weights)")
+    parser.add_argument("--keep-finished", action="store_true", help="graphs: finished rows stay in the batch "
+                        "to its end (the loop before rows were dropped), for comparison")
     parser.add_argument("--caches", default="static,graphs")
     parser.add_argument("--ways", default="stage,forced")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--articles", type=int, help="the first N test articles only (default: all)")
     parser.add_argument("--static-reps", type=int, help="repetitions of the static path (default: --reps)")
+    parser.add_argument("--torch-profile", action="store_true")
     parser.add_argument("--name", required=True)
     parser.add_argument("--commit")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
 
     config = profile_config(args.profile, tuple(args.overrides))
-    model_config = dataclasses.replace(config.model, weights="random",  # the params' paths are the repository's
-                                       name=str(ROOT / (args.model_config or config.model.name)),
+    if args.keep_finished:
+        graphs.greedy_decode = functools.partial(graphs.greedy_decode, drop_below=0)
+        generation.greedy_decode = graphs.greedy_decode
+    model_config = dataclasses.replace(config.model, weights="pretrained" if args.weights else "random",
+                                       name=str(ROOT / (args.weights or args.model_config or config.model.name)),
                                        tokenizer=str(ROOT / (args.tokenizer or config.model.tokenizer)))
     config = dataclasses.replace(config, model=model_config)
     tokenizer = load_tokenizer(model_config.tokenizer)
-    prompts = build_prompts(config, tokenizer, xsum_test_rows())
-    model = apply_lora(load_base_model(model_config, config.seed), config.lora, config.seed)
-    with torch.no_grad():
+    prompts = build_prompts(config, tokenizer, xsum_test_rows()[:args.articles])
+    base = load_base_model(model_config, config.seed)
+    if config.generate.dequantize:
+        base = dequantize(base, model_config)
+    model = apply_lora(base, config.lora, config.seed)
+    with torch.no_grad():  # real weights keep B at zero: the base model's own summaries, which end naturally
         for name, param in model.named_parameters():
-            if "lora_B" in name:
+            if "lora_B" in name and not args.weights:
                 param.normal_(0, 0.02)
     model = (model.merge_and_unload() if config.generate.merge_adapter else model).eval()
     e = config.generate
@@ -78,8 +95,9 @@ def main():
     commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                            text=True).stdout.strip()
     record = {"bench": "generate_stage", "profile": args.profile, "overrides": args.overrides, "commit": commit,
-              "model": f"{model_config.name} (random weights), {model_config.dtype}, quantization "
-                       f"{model_config.quantization}, LoRA {'merged' if e.merge_adapter else 'unmerged'}",
+              "finished_rows": "kept to the batch's end" if args.keep_finished else "dropped",
+              "model": f"{model_config.name} ({model_config.weights} weights), {model_config.dtype}, quantization "
+                       f"{model_config.quantization}{', dequantized' if e.dequantize else ''}, LoRA {'merged' if e.merge_adapter else 'unmerged'}",
               "articles": len(prompts), "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
               "prompt_tokens_max": max(lengths), "max_new_tokens": e.max_new_tokens,
               "token_budget": e.token_budget, "batch_size": e.batch_size, **run_facts(), "runs": {}}
@@ -118,6 +136,15 @@ def main():
             record["runs"][f"{how}/{cache}"] = run
             print(f"{args.name} {how}/{cache}: {run}", flush=True)
     write_result(f"{args.out_dir}/generate_stage_{args.name}.json", record)
+    if args.torch_profile:
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if CUDA else [])
+        with torch.profiler.profile(activities=activities) as profiler:
+            timed(way(cache, "stage"))
+        table = profiler.key_averages()
+        with open(f"{args.out_dir}/generate_stage_{args.name}_profile.txt", "w") as out:
+            out.write(f"{args.name} at {commit}: {cache} stage, {len(prompts)} articles, one run under torch.profiler\n")
+            for key in ("cpu_time_total", "cuda_time_total" if CUDA else "self_cpu_time_total"):
+                out.write(table.table(sort_by=key, row_limit=40, max_name_column_width=60) + "\n")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def main(params, test_data, adapter_dir, generations_dir, progress_dir, run_info
     from xsumtune.generate.records import write_generations
     from xsumtune.generate.systems import build_prompts, run_system
     from xsumtune.io import read_parquet, write_json
-    from xsumtune.model.loading import attach_adapter, load_base_model
+    from xsumtune.model.loading import attach_adapter, dequantize, load_base_model
     from xsumtune.provenance import describe_run
 
     distributed.init()
@@ -41,6 +41,8 @@ def main(params, test_data, adapter_dir, generations_dir, progress_dir, run_info
     prompts = build_prompts(config, tokenizer, read_parquet(test_data))
     mine = distributed.shard(prompts)  # every process generates its share; all are gathered in order
     base_model = load_base_model(config.model, config.seed).eval()
+    if config.generate.dequantize:  # both systems: the 4-bit weights, dequantized once instead of every call
+        base_model = dequantize(base_model, config.model)
     generated, seconds = {}, {}
     if config.generate.zero_shot:  # before the adapter: merging it changes the base weights in place
         with timed(seconds, "zero_shot"):

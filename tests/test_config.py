@@ -156,6 +156,16 @@ def test_bad_params_name_the_key(tmp_path, edit, message):
     assert str(path) in str(error.value)
 
 
+def test_an_nf4_adapter_merges_only_into_a_dequantized_base(tmp_path):
+    def config(**generate):
+        return load_config(write_params(tmp_path, lambda p: (p["model"].update(quantization="nf4"),
+                                                             p["generate"].update(generate))))
+
+    with pytest.raises(ConfigError, match="generate.merge_adapter: must be false with model.quantization: nf4 unless"):
+        config(merge_adapter=True, dequantize=False)
+    assert config(merge_adapter=True, dequantize=True).generate.dequantize
+
+
 def test_all_linear_targets_accepted(tmp_path):
     path = write_params(tmp_path, lambda p: p["lora"].update(target_modules="all-linear"))
     assert load_config(path).lora.target_modules == "all-linear"

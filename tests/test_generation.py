@@ -359,6 +359,37 @@ def test_graph_decoding_equals_generate_token_for_token(which, model, grouped_mo
             assert len({g.tokens for g in graphs}) > 4
 
 
+@pytest.mark.parametrize("which", ["lora", "grouped"])
+def test_dropping_finished_rows_keeps_every_token(which, model, grouped_model, tokenizer, prompts):
+    """Rows that end their line leave the batch at the next check (the model then runs on fewer rows), and
+    every row's tokens stay generate's."""
+    from xsumtune.generate.graphs import greedy_decode
+
+    subject = model if which == "lora" else grouped_model
+    ids = [p["prompt_ids"] for p in prompts]
+    input_ids, attention_mask = left_pad(ids, tokenizer.eos_token_id)
+    rows_seen = []
+    hooks = NewlineAt(subject, 13)  # each prompt length ends its line at its own step, within 26 steps
+    counter = subject.get_output_embeddings().register_forward_hook(lambda m, i, out: rows_seen.append(out.shape[0]))
+    try:
+        dropped = greedy_decode(subject, input_ids, attention_mask, max_new_tokens=40, min_new_tokens=1,
+                                eos_token_id=tokenizer.eos_token_id, line_tokens=line_tokens(tokenizer), min_rows=1)
+        kept = greedy_decode(subject, input_ids, attention_mask, max_new_tokens=40, min_new_tokens=1,
+                             eos_token_id=tokenizer.eos_token_id, line_tokens=line_tokens(tokenizer), drop_below=0)
+        static = generate_batch(subject, tokenizer, ids, max_new_tokens=40, min_new_tokens=1,
+                                cache_implementation="static")
+    finally:
+        hooks.remove()
+        counter.remove()
+    eos = tokenizer.eos_token_id
+    padded = [row + [eos] * (40 - len(row)) for row in static]
+    assert [row + [eos] * (40 - len(row)) for row in dropped.tolist()] == padded
+    assert [row + [eos] * (40 - len(row)) for row in kept.tolist()] == padded
+    assert len({row.index(eos) if eos in row else 40 for row in padded}) > 4  # rows end at many steps
+    sizes = list(dict.fromkeys(rows_seen))
+    assert sizes[0] == len(prompts) and len(sizes) >= 2 and sizes == sorted(sizes, reverse=True)
+
+
 def test_graph_decoding_stops_at_eos_and_takes_no_option_it_would_ignore(tokenizer):
     from conftest import tiny_random_model
 

@@ -126,6 +126,7 @@ class GenerateConfig:
     token_budget: int | None
     cache: Literal["dynamic", "static", "graphs"]  # graphs: greedy in xsumtune/generate/graphs.py, else static
     merge_adapter: bool
+    dequantize: bool  # a 4-bit base dequantized to model.compute_dtype once, before generating
     cudnn_attention: bool  # false: attention on any SDPA kernel but cuDNN's; true: PyTorch's own pick
     processes: int  # processes (one a GPU) sharing the articles, launched by torchrun
 
@@ -267,9 +268,9 @@ def validate(config: Config, path: Path) -> None:
         fail("lora.fp32_weights", "must be true with model.dtype: float16: float16 adapter weights give float16 "
              "gradients, which the fp16 grad scaler refuses ('Attempting to unscale FP16 gradients'); "
              "set lora.fp32_weights: true or model.dtype: bfloat16")
-    if config.model.quantization == "nf4" and generate.merge_adapter:
-        fail("generate.merge_adapter", "must be false with model.quantization: nf4: the adapter is never merged "
-             "into 4-bit weights, where rounding would erase it")
+    if config.model.quantization == "nf4" and generate.merge_adapter and not generate.dequantize:
+        fail("generate.merge_adapter", "must be false with model.quantization: nf4 unless generate.dequantize: "
+             "true: the adapter is never merged into 4-bit weights, where rounding would erase it")
     if config.train.compile and config.model.quantization == "nf4":
         fail("train.compile", "must be false with model.quantization: nf4: compiled layers over bitsandbytes "
              "4-bit weights (with gradient checkpointing) stopped on an H200 with an illegal memory access")

@@ -154,7 +154,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
     eos = tokenizer.eos_token_id
     input_ids, attention_mask = left_pad(prompts, eos)
     device = next(model.parameters()).device
-    if decoding.get("cache_implementation") == "graphs":  # greedy only (config.py checks): the project's own loop
+    if decoding.get("cache_implementation") == "graphs":  # the project's own greedy loop
         other = {k: v for k, v in decoding.items() if k not in ("cache_implementation", "min_new_tokens")
                  and (k, v) not in (("num_beams", 1), ("do_sample", False))}
         if other:

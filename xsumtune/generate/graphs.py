@@ -5,7 +5,9 @@ Per token, `generate` prepares inputs, builds the mask, runs logits processors a
 Python, and the model launches a few hundred kernels: host time that a small model's GPU work can't hide.
 Here one step is fixed-shape work on tensors that stay in place (the next token, each row's position, a
 4D mask that gains one slot a step, the row's done flag and the line-end state), so it is captured once
-per batch and replayed. The host looks at the done flags every `check_every` steps only.
+per batch and replayed. The host looks at the done flags every `check_every` steps only; when at most half
+the rows are left, the finished ones are dropped (the cache and the state keep only the rows still running)
+and the step is captured again for the smaller batch.
 
 It makes the tokens `generate` makes with greedy decoding, a static cache, `min_new_tokens`, eos as pad
 and LineEnd (tests/test_generation.py compares them token for token): the same prefill call, the same
@@ -19,6 +21,7 @@ from contextlib import contextmanager
 
 import torch
 from torch.nn.functional import scaled_dot_product_attention
+from torch.profiler import record_function
 from transformers import AttentionInterface, StaticCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
@@ -48,11 +51,12 @@ ALL_MASK_ATTENTION_FUNCTIONS.register(GROUPED, sdpa_mask)
 
 
 @contextmanager
-def _attention(model, name: str | None):
-    """The model's attention implementation set to name while inside (every module reads it at call time)."""
+def _attention(model, name: str):
+    """The model's attention implementation set to name while inside, where it is SDPA (every module reads
+    it at call time)."""
     config = model.config
     before = config._attn_implementation
-    if name is not None and before == "sdpa":
+    if before == "sdpa":
         config._attn_implementation_internal = name
     try:
         yield
@@ -68,7 +72,9 @@ class _Decoder:
         rows, width = input_ids.shape
         device = input_ids.device
         self.model, self.cache, self.eos, self.min_new_tokens = model, cache, eos_token_id, min_new_tokens
-        self.tokens = torch.full((rows, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
+        self.output = torch.full((rows, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
+        self.tokens = self.output.clone()  # of the rows still in the batch (self.rows: their rows of output)
+        self.rows = torch.arange(rows, device=device)
         self.index = torch.zeros(1, dtype=torch.long, device=device)  # the new token being chosen
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
         self.next_input = torch.empty((rows, 1), dtype=torch.long, device=device)
@@ -108,6 +114,23 @@ class _Decoder:
         self.next_input.copy_(chosen[:, None])
         self.index += 1
 
+    ROW_STATE = ("tokens", "rows", "unfinished", "next_input", "positions", "mask", "has_text")
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """From here on only these rows (indices into the batch as it is): their state and their cache slots
+        are copied into smaller tensors, and the tokens of every row so far are written to the output."""
+        self.output[self.rows] = self.tokens
+        for name in self.ROW_STATE:
+            if hasattr(self, name):
+                setattr(self, name, getattr(self, name).index_select(0, rows))
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+            layer.batch_size = len(rows)
+
+    def new_tokens(self) -> torch.Tensor:
+        self.output[self.rows] = self.tokens
+        return self.output
+
     def step(self) -> None:
         self.positions += 1
         self.slot += 1
@@ -120,29 +143,40 @@ class _Decoder:
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                   eos_token_id: int, min_new_tokens: int = 0, line_tokens=None, check_every: int = 8,
-                  warmup: int = 2) -> torch.Tensor:
+                  warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32) -> torch.Tensor:
     """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tokens,
     its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
 
-    On a CUDA device, `warmup` eager decode steps (on a side stream, as CUDA graph capture wants), then one
-    captured step replayed for the rest; elsewhere every step runs eagerly."""
+    At a check, if at most drop_below of the batch's rows are still running (and the batch has min_rows or
+    more), the batch goes on with those rows only. On a CUDA device, `warmup` eager decode steps (on a side
+    stream, as CUDA graph capture wants; one after each drop), then one captured step replayed for the rest;
+    elsewhere every step runs eagerly."""
     rows, width = input_ids.shape
     cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
     positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
     positions = positions.masked_fill(attention_mask == 0, 0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
-    decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
-                       eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tokens=line_tokens)
-    decoder.choose(logits)
+    with record_function("prefill"):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
+                           eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tokens=line_tokens)
+        decoder.choose(logits)
     del logits
     cuda = input_ids.device.type == "cuda"
-    graph, steps = None, 1
-    with _attention(model, GROUPED):
+    graph, steps, eager_until = None, 1, warmup
+    with _attention(model, GROUPED), record_function("decode"):
         while steps < max_new_tokens:
-            if steps % check_every == 0 and not bool(decoder.unfinished.any()):
-                break
-            if not cuda or steps <= warmup:
+            if steps % check_every == 0:
+                running, left = len(decoder.rows), int(decoder.unfinished.sum())
+                if left == 0:
+                    break
+                if left <= drop_below * running and running >= min_rows:
+                    with record_function("drop finished rows"):
+                        decoder.keep(decoder.unfinished.nonzero().squeeze(1))
+                    if graph is not None:
+                        graph.reset()
+                        graph, eager_until = None, steps
+            if not cuda or steps <= eager_until:
                 if cuda:
                     side = torch.cuda.Stream()
                     side.wait_stream(torch.cuda.current_stream())
@@ -154,10 +188,10 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
             else:
                 if graph is None:
                     graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph):  # recorded, not run: the state doesn't move
+                    with record_function("capture"), torch.cuda.graph(graph):  # recorded, not run: no state moves
                         decoder.step()
                 graph.replay()
             steps += 1
     if graph is not None:
         graph.reset()
-    return decoder.tokens[:, :steps]
+    return decoder.new_tokens()[:, :steps]

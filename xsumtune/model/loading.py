@@ -137,6 +137,16 @@ def apply_lora(model, config: LoraConfig, seed: int, gradient_checkpointing: boo
     return get_peft_model(model, lora_config(config, model), autocast_adapter_dtype=config.fp32_weights)
 
 
+def dequantize(model, config: ModelConfig):
+    """A 4-bit model's linear layers as plain ones in compute_dtype, from the same dequantization each 4-bit
+    matmul runs (bitsandbytes' dequantize_4bit); any other model as it is."""
+    if not getattr(model, "is_loaded_in_4bit", False):
+        return model
+    model = model.dequantize(dtype=DTYPES[config.compute_dtype])
+    model.is_loaded_in_4bit = False
+    return model
+
+
 def attach_adapter(base_model, adapter_dir: str, merge: bool):
     """Base + trained adapter in eval mode; merged into the base weights when asked. Never into 4-bit
     weights, where merging would round the adapter away: config validation refuses that pair already."""
