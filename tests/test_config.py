@@ -90,9 +90,9 @@ def test_real_profile_is_the_reference_experiment(tmp_path):
     assert (config.train.lr, config.train.warmup_steps, config.train.scheduler) == (2.0e-4, 100, "cosine")
     assert config.model.quantization == "nf4"
     assert config.generate.max_new_tokens == 60
-    # bf16 where the GPU has it; QLoRA's adapter is never merged into 4-bit weights
-    assert (config.model.dtype, config.model.compute_dtype, config.generate.merge_adapter) == \
-        ("bfloat16", "bfloat16", False)
+    # bf16 where the GPU has it; QLoRA's adapter merges only into the base dequantized once for generation
+    assert (config.model.dtype, config.model.compute_dtype) == ("bfloat16", "bfloat16")
+    assert (config.generate.dequantize, config.generate.merge_adapter, config.generate.cache) == (True, True, "graphs")
 
 
 def write_params(tmp_path, edit):
@@ -133,7 +133,7 @@ def write_params(tmp_path, edit):
     (lambda p: p["download"].update(splits="test"), "download.splits: expected a non-empty list of strings"),
     (lambda p: (p["model"].update(dtype="float16"), p["lora"].update(fp32_weights=False)),
      "lora.fp32_weights: must be true with model.dtype: float16"),
-    (lambda p: (p["model"].update(quantization="nf4"), p["generate"].update(merge_adapter=True)),
+    (lambda p: (p["model"].update(quantization="nf4"), p["generate"].update(merge_adapter=True, dequantize=False)),
      "generate.merge_adapter: must be false with model.quantization: nf4"),
     (lambda p: (p["model"].update(quantization="nf4"), p["generate"].update(merge_adapter=False),
                 p["train"].update(compile=True)), "train.compile: must be false with model.quantization: nf4"),

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from xsumtune.generate.generation import (LineEnd, decode_new_tokens, first_line_with_text, generate_batch, generate_summaries,
-                                 left_pad, line_ended, line_tokens, plan_batches)
+                                 left_pad, line_ended, plan_batches)
+from xsumtune.generate.lines import line_tables
 from xsumtune.model.loading import apply_lora, load_base_model
 from xsumtune.data.sources import Report, load_split
 from xsumtune.data.tokenization import PromptEncoder
@@ -99,7 +100,7 @@ def test_line_end_stops_each_row_at_the_newline_after_its_first_text(tokenizer_d
     pad = tokenizer.eos_token_id
     ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
     prompt = torch.full((len(rows), 3), pad)  # what generate passes: the prompt, then each new token
-    criterion = LineEnd(line_tokens(tokenizer), torch.device("cpu"))
+    criterion = LineEnd(line_tables(tokenizer), torch.device("cpu"))
     first_stop = [None] * len(rows)
     for step in range(width):
         done = criterion(torch.cat([prompt, ids[:, :step + 1]], dim=1), None)
@@ -373,9 +374,9 @@ def test_dropping_finished_rows_keeps_every_token(which, model, grouped_model, t
     counter = subject.get_output_embeddings().register_forward_hook(lambda m, i, out: rows_seen.append(out.shape[0]))
     try:
         dropped = greedy_decode(subject, input_ids, attention_mask, max_new_tokens=40, min_new_tokens=1,
-                                eos_token_id=tokenizer.eos_token_id, line_tokens=line_tokens(tokenizer), min_rows=1)
+                                eos_token_id=tokenizer.eos_token_id, line_tables=line_tables(tokenizer), min_rows=1)
         kept = greedy_decode(subject, input_ids, attention_mask, max_new_tokens=40, min_new_tokens=1,
-                             eos_token_id=tokenizer.eos_token_id, line_tokens=line_tokens(tokenizer), drop_below=0)
+                             eos_token_id=tokenizer.eos_token_id, line_tables=line_tables(tokenizer), drop_below=0)
         static = generate_batch(subject, tokenizer, ids, max_new_tokens=40, min_new_tokens=1,
                                 cache_implementation="static")
     finally:

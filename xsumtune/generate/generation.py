@@ -1,7 +1,6 @@
 """Batched, left-padded generation with max_new_tokens: one prediction (or recorded error) per article."""
 from __future__ import annotations
 
-import weakref
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -11,6 +10,7 @@ from tqdm.auto import tqdm
 from transformers import StaticCache, StoppingCriteria, StoppingCriteriaList
 
 from xsumtune.generate.graphs import greedy_decode
+from xsumtune.generate.lines import LineTables, line_done, line_tables
 from xsumtune.generate.mbr import select
 from xsumtune.generate.records import Generated
 
@@ -86,35 +86,6 @@ def decode_new_tokens(tokenizer, new_tokens: list[int], eos_token_id: int, max_n
     return Decoded(first_line_with_text(text), len(new_tokens), capped, begins_with_blank_line(text))
 
 
-class LineTokens(NamedTuple):
-    """Token ids by what their text holds, for tensor tests of each row's last token."""
-    newline: torch.Tensor  # a "\n" anywhere in the token's text
-    text_then_newline: torch.Tensor  # text, then a "\n": the token ends a line with text on its own
-    blank: torch.Tensor  # whitespace only, or nothing (special tokens)
-    vocab_size: int  # ids from here on decode to nothing: blank too
-
-
-_LINE_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def line_tokens(tokenizer) -> LineTokens:
-    """Each id decoded alone, once per tokenizer (a second or two): afterwards a step costs three isin.
-
-    Alone and in sequence agree for byte-level BPE: a newline byte is never part of another character."""
-    if tokenizer not in _LINE_TOKENS:
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
-
-        def ids(keep) -> torch.Tensor:
-            return torch.tensor([i for i, text in enumerate(texts) if keep(text)], dtype=torch.long)
-
-        _LINE_TOKENS[tokenizer] = LineTokens(
-            newline=ids(lambda text: "\n" in text),
-            text_then_newline=ids(lambda text: bool(text.split("\n", 1)[0].strip()) and "\n" in text),
-            blank=ids(lambda text: not text.strip()),
-            vocab_size=len(texts))
-    return _LINE_TOKENS[tokenizer]
-
-
 class LineEnd(StoppingCriteria):
     """Per row: done at the first newline that follows text, the end of the line decode_new_tokens keeps.
 
@@ -122,18 +93,15 @@ class LineEnd(StoppingCriteria):
     Rows stay in place from step to step (greedy or sampling), so each row's "has text yet" is kept as
     state; beam search reorders rows and ends hypotheses early, so it gets no LineEnd (generate_batch)."""
 
-    def __init__(self, tokens: LineTokens, device: torch.device):
-        self.newline, self.text_then_newline, self.blank = (t.to(device) for t in tokens[:3])
-        self.vocab_size = tokens.vocab_size
+    def __init__(self, tables: LineTables, device: torch.device):
+        self.tables = tables.to(device)
         self.has_text: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         last = input_ids[:, -1]
         if self.has_text is None:
             self.has_text = torch.zeros_like(last, dtype=torch.bool)
-        done = (self.has_text & torch.isin(last, self.newline)) | torch.isin(last, self.text_then_newline)
-        self.has_text |= ~(torch.isin(last, self.blank) | (last >= self.vocab_size))
-        return done
+        return line_done(self.tables, self.has_text, last)
 
 
 # Every attention kernel but cuDNN's (generate.cudnn_attention: false). A profile showed each cuDNN SDPA call
@@ -162,7 +130,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
         with nullcontext() if cudnn_attention else sdpa_kernel(NO_CUDNN_ATTENTION):
             return greedy_decode(model, input_ids.to(device), attention_mask.to(device), max_new_tokens=max_new_tokens,
                                  eos_token_id=eos, min_new_tokens=decoding.get("min_new_tokens", 0),
-                                 line_tokens=line_tokens(tokenizer) if stop_at_line_end else None).tolist()
+                                 line_tables=line_tables(tokenizer) if stop_at_line_end else None).tolist()
     if decoding.get("cache_implementation") == "static":
         decoding = {key: value for key, value in decoding.items() if key != "cache_implementation"}
         # Sized to this batch. generate's own static cache is as long as the longest it has made on this
@@ -173,7 +141,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
         decoding.setdefault("disable_compile", True)
     if stop_at_line_end and decoding.get("num_beams", 1) == 1:
         decoding["stopping_criteria"] = StoppingCriteriaList([*decoding.get("stopping_criteria", ()),
-                                                              LineEnd(line_tokens(tokenizer), device)])
+                                                              LineEnd(line_tables(tokenizer), device)])
     torch.manual_seed(seed)
     with nullcontext() if cudnn_attention else sdpa_kernel(NO_CUDNN_ATTENTION):
         output = model.generate(

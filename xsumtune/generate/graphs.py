@@ -26,6 +26,8 @@ from transformers import AttentionInterface, StaticCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from xsumtune.generate.lines import LineTables, line_done
+
 GROUPED = "sdpa_grouped_decode"
 
 
@@ -51,13 +53,13 @@ ALL_MASK_ATTENTION_FUNCTIONS.register(GROUPED, sdpa_mask)
 
 
 @contextmanager
-def _attention(model, name: str):
-    """The model's attention implementation set to name while inside, where it is SDPA (every module reads
-    it at call time)."""
+def _grouped_attention(model):
+    """The model's attention implementation set to grouped_decode_attention while inside, where it is SDPA
+    (every module reads it at call time)."""
     config = model.config
     before = config._attn_implementation
     if before == "sdpa":
-        config._attn_implementation_internal = name
+        config._attn_implementation_internal = GROUPED
     try:
         yield
     finally:
@@ -68,7 +70,7 @@ class _Decoder:
     """The loop's state, on the model's device; choose() picks a token from logits, step() runs one decode step."""
 
     def __init__(self, model, cache, input_ids, attention_mask, positions, *, max_new_tokens: int, eos_token_id: int,
-                 min_new_tokens: int, line_tokens):
+                 min_new_tokens: int, line_tables: LineTables | None):
         rows, width = input_ids.shape
         device = input_ids.device
         self.model, self.cache, self.eos, self.min_new_tokens = model, cache, eos_token_id, min_new_tokens
@@ -82,20 +84,9 @@ class _Decoder:
         self.slot = torch.full((1,), width - 1, dtype=torch.long, device=device)  # the cache slot written last
         self.mask = torch.zeros((rows, 1, 1, width + max_new_tokens), dtype=torch.bool, device=device)
         self.mask[:, 0, 0, :width] = attention_mask.bool()
-        self.line_tokens, self.line = line_tokens, None
-        if line_tokens is not None:
+        self.line = None if line_tables is None else line_tables.to(device)
+        if line_tables is not None:
             self.has_text = torch.zeros(rows, dtype=torch.bool, device=device)
-
-    def _line_tables(self, vocab: int, device) -> tuple[torch.Tensor, ...]:
-        """LineEnd's token sets as one flag per id (vocab: the logits' width): a lookup is a gather, which a
-        CUDA graph can hold, where torch.isin sorts and waits on the host."""
-        tables = []
-        for ids in self.line_tokens[:3]:
-            table = torch.zeros(max(vocab, self.line_tokens.vocab_size), dtype=torch.bool)
-            table[ids] = True
-            tables.append(table)
-        tables[2][self.line_tokens.vocab_size:] = True  # ids past the tokenizer's decode to nothing: blank
-        return tuple(table.to(device) for table in tables)
 
     def choose(self, logits: torch.Tensor) -> None:
         scores = logits.float()
@@ -104,12 +95,8 @@ class _Decoder:
         chosen = torch.where(self.unfinished, scores.argmax(-1), self.eos)  # rows done get eos, as generate's pad
         self.tokens.index_copy_(1, self.index, chosen[:, None])
         done = chosen == self.eos
-        if self.line_tokens is not None:  # LineEnd, on the same token sets
-            if self.line is None:  # the first call, the prefill's: before any capture
-                self.line = self._line_tables(scores.shape[-1], scores.device)
-            newline, text_then_newline, blank = self.line
-            done |= (self.has_text & newline[chosen]) | text_then_newline[chosen]
-            self.has_text |= ~blank[chosen]
+        if self.line is not None:  # LineEnd's rule, on the same tables
+            done |= line_done(self.line, self.has_text, chosen)
         self.unfinished &= ~done
         self.next_input.copy_(chosen[:, None])
         self.index += 1
@@ -142,9 +129,10 @@ class _Decoder:
 
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
-                  eos_token_id: int, min_new_tokens: int = 0, line_tokens=None, check_every: int = 8,
+                  eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
+                  check_every: int = 8,
                   warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32) -> torch.Tensor:
-    """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tokens,
+    """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tables,
     its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
 
     At a check, if at most drop_below of the batch's rows are still running (and the batch has min_rows or
@@ -159,12 +147,12 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                        past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
-                           eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tokens=line_tokens)
+                           eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables)
         decoder.choose(logits)
     del logits
     cuda = input_ids.device.type == "cuda"
     graph, steps, eager_until = None, 1, warmup
-    with _attention(model, GROUPED), record_function("decode"):
+    with _grouped_attention(model), record_function("decode"):
         while steps < max_new_tokens:
             if steps % check_every == 0:
                 running, left = len(decoder.rows), int(decoder.unfinished.sum())
