@@ -97,7 +97,7 @@ def main():
     record = {"bench": "generate_stage", "profile": args.profile, "overrides": args.overrides, "commit": commit,
               "finished_rows": "kept to the batch's end" if args.keep_finished else "dropped",
               "model": f"{model_config.name} ({model_config.weights} weights), {model_config.dtype}, quantization "
-                       f"{model_config.quantization}{', dequantized' if e.dequantize else ''}, LoRA {'merged' if e.merge_adapter else 'unmerged'}",
+                       f"{model_config.quantization}{', dequantized' if e.dequantize and model_config.quantization != 'none' else ''}, LoRA {'merged' if e.merge_adapter else 'unmerged'}",
               "articles": len(prompts), "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
               "prompt_tokens_max": max(lengths), "max_new_tokens": e.max_new_tokens,
               "token_budget": e.token_budget, "batch_size": e.batch_size, **run_facts(), "runs": {}}
