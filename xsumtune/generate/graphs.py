@@ -130,8 +130,7 @@ class _Decoder:
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                   eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
-                  check_every: int = 8,
-                  warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32) -> torch.Tensor:
+                  check_every: int = 8, warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32) -> torch.Tensor:
     """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tables,
     its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
 
