@@ -4,10 +4,10 @@ import os
 import platform
 from pathlib import Path
 
-# The same bits on any x86-64 machine with AVX2, not only on the one that made dvc.lock: PyTorch and
-# MKL pick their CPU kernels by the instructions the processor has (AVX-512 where there is one), and
-# each kernel rounds in its own order, so an adapter trained on another processor differs in its last
-# bits. Pinned to AVX2 before torch is loaded; set any of these in the environment to choose otherwise.
+# PyTorch and MKL pick their CPU kernels by the instructions the processor has (AVX-512 where there is
+# one), and each kernel rounds in its own order, so an adapter trained on another processor differs in its
+# last bits. Pinned to AVX2 before torch is loaded, which leaves fewer such differences, not none (README,
+# Reliability); set any of these in the environment to choose otherwise.
 if platform.machine().lower() in ("x86_64", "amd64"):
     for _name, _value in (("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_CBWR", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "AVX2")):
         os.environ.setdefault(_name, _value)

@@ -122,6 +122,23 @@ def write_jsonl(path: Path, rows) -> Path:
 # pytest_collection_modifyitems), by when it is usually done; a job's error is raised in each test that uses it.
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 AVX2 = X86 and "avx2" in open("/proc/cpuinfo").read().split() if sys.platform == "linux" else False
+# The processor features that can decide a kernel's rounding, beyond the pinned instruction set
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def processor() -> dict:
+    """What this machine's processor says of itself (Linux's /proc/cpuinfo): the committed dvc.lock's training
+    outputs are compared on the processor that made them (tests/lock_processor.json)."""
+    if sys.platform != "linux":
+        return {"platform": sys.platform, "machine": platform.machine()}
+    first = open("/proc/cpuinfo").read().split("\n\n")[0]
+    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"vendor": fields.get("vendor_id"), "family": fields.get("cpu family"), "model": fields.get("model"),
+            "model_name": fields.get("model name"), "stepping": fields.get("stepping"),
+            "cache": fields.get("cache size"), "cores": os.cpu_count(),
+            "flags": [flag for flag in VECTOR_FLAGS if flag in flags]}
 
 
 def _wheelhouse(folder: Path) -> Path:

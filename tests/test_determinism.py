@@ -1,5 +1,6 @@
-"""The same bits from the same inputs: the stages pin the CPU kernels, so dvc.lock is reproduced on
-another machine, and a fresh copy's `dvc repro` of the default profile gives the committed outputs."""
+"""The same bits from the same inputs: the stages pin the CPU kernels, and a fresh copy's `dvc repro` of the
+default profile gives the committed outputs (the adapter on the processor that made dvc.lock)."""
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import tempfile
 import pytest
 import yaml
 
-from conftest import AVX2, ROOT
+from conftest import AVX2, ROOT, processor
 
 TRAIN_TINY = """
 import tempfile
@@ -75,15 +76,40 @@ def test_stages_pin_the_cpu_kernels_and_the_kernels_decide_the_bits():
     assert compatible_mkl[1] != pinned[1]
 
 
+LOCK_PROCESSOR = json.loads((ROOT / "tests" / "lock_processor.json").read_text())
+
+
+def committed_and_fresh_outs(fresh_repo, stage: str) -> tuple[dict, dict]:
+    committed = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"][stage]["outs"]
+    fresh = yaml.safe_load((fresh_repo / "dvc.lock").read_text())["stages"][stage]["outs"]
+    return ({out["path"]: out.get("md5") for out in committed}, {out["path"]: out.get("md5") for out in fresh})
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not AVX2, reason="dvc.lock was made with the AVX2 kernels")
-def test_fresh_copy_reproduces_the_committed_lock_through_training(smol_trained):
-    """The default profile's base model, processed data and adapter are the committed ones, byte for byte
-    (dvc.lock's md5s): the stages up to train, which is where machines used to differ. conftest's smol_trained
-    is a fresh copy's `dvc repro train`, run beside the other tests; its base model is the base_model stage's
-    output of this session (conftest's base_dir, on the same params), committed in place with the hash it has."""
-    committed = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
-    fresh = yaml.safe_load((smol_trained / "dvc.lock").read_text())["stages"]
-    for stage in ("base_model", "preprocess", "train"):
-        outs = {out["path"]: out.get("md5") for out in fresh[stage]["outs"]}
-        assert outs == {out["path"]: out.get("md5") for out in committed[stage]["outs"]}, stage
+def test_fresh_copy_reproduces_the_committed_base_model_and_data(smol_trained):
+    """The default profile's base model and processed data are the committed ones, byte for byte (dvc.lock's
+    md5s), on any machine. conftest's smol_trained is a fresh copy's `dvc repro train`, run beside the other
+    tests; its base model is the base_model stage's output of this session (conftest's base_dir, on the same
+    params), committed in place with the hash it has."""
+    for stage in ("base_model", "preprocess"):
+        committed, fresh = committed_and_fresh_outs(smol_trained, stage)
+        assert fresh == committed, stage
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(processor() != LOCK_PROCESSOR["processor"],
+                    reason=f"dvc.lock's adapter was trained on {LOCK_PROCESSOR['processor']}; this is {processor()}, "
+                           "whose kernels can round otherwise even with the pins (seen once)")
+def test_fresh_copy_reproduces_the_committed_adapter_on_the_processor_that_made_it(smol_trained):
+    """On the processor that made dvc.lock (tests/lock_processor.json), a fresh copy's training gives the
+    committed adapter and training metrics byte for byte: nothing in the code, the data or the pins leaves
+    the result to chance."""
+    committed, fresh = committed_and_fresh_outs(smol_trained, "train")
+    assert fresh == committed
+
+
+def test_the_lock_processor_file_is_this_module_s_description_of_a_processor():
+    """tests/lock_processor.json says what processor() says: a key renamed in one place and not the other
+    would make the comparison above skip everywhere."""
+    assert set(LOCK_PROCESSOR["processor"]) == set(processor())
