@@ -121,7 +121,6 @@ def write_jsonl(path: Path, rows) -> Path:
 # so the other core does them while the tests run. The tests that use a job's fixture run last (see
 # pytest_collection_modifyitems), by when it is usually done; a job's error is raised in each test that uses it.
 X86 = platform.machine().lower() in ("x86_64", "amd64")
-AVX2 = X86 and "avx2" in open("/proc/cpuinfo").read().split() if sys.platform == "linux" else False
 # The processor features that can decide a kernel's rounding, beyond the pinned instruction set
 VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
@@ -139,6 +138,9 @@ def processor() -> dict:
             "model_name": fields.get("model name"), "stepping": fields.get("stepping"),
             "cache": fields.get("cache size"), "cores": os.cpu_count(),
             "flags": [flag for flag in VECTOR_FLAGS if flag in flags]}
+
+
+AVX2 = X86 and "avx2" in processor().get("flags", ())
 
 
 def _wheelhouse(folder: Path) -> Path:
