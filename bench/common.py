@@ -5,6 +5,7 @@ import dataclasses
 import json
 import platform
 import random
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -81,6 +82,18 @@ def run_facts() -> dict:
         "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
         "python": platform.python_version(),
     }
+
+
+def commit_facts(given: str | None = None) -> dict:
+    """The commit whose code ran: as given (a copy of the tree without its git history), else git's HEAD;
+    dirty: tracked files differed from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    if given:
+        return {"commit": given}
+    return {"commit": git("rev-parse", "HEAD") or "unknown",
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def write_result(path: str | Path, result: dict) -> None:

@@ -23,12 +23,11 @@ import argparse
 import dataclasses
 import functools
 import statistics
-import subprocess
 import time
 
 import torch
 
-from common import ROOT, profile_config, run_facts, write_result, xsum_test_rows
+from common import ROOT, commit_facts, profile_config, run_facts, write_result, xsum_test_rows
 from generate_throughput import equality
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.generate import generation, graphs
@@ -92,9 +91,8 @@ def main():
     model = (model.merge_and_unload() if config.generate.merge_adapter else model).eval()
     e = config.generate
     lengths = [len(p["prompt_ids"]) for p in prompts]
-    commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                           text=True).stdout.strip()
-    record = {"bench": "generate_stage", "profile": args.profile, "overrides": args.overrides, "commit": commit,
+    facts = commit_facts(args.commit)
+    record = {"bench": "generate_stage", "profile": args.profile, "overrides": args.overrides, **facts,
               "finished_rows": "kept to the batch's end" if args.keep_finished else "dropped",
               "model": f"{model_config.name} ({model_config.weights} weights), {model_config.dtype}, quantization "
                        f"{model_config.quantization}{', dequantized' if e.dequantize and model_config.quantization != 'none' else ''}, LoRA {'merged' if e.merge_adapter else 'unmerged'}",
@@ -142,7 +140,7 @@ def main():
             timed(way(cache, "stage"))
         table = profiler.key_averages()
         with open(f"{args.out_dir}/generate_stage_{args.name}_profile.txt", "w") as out:
-            out.write(f"{args.name} at {commit}: {cache} stage, {len(prompts)} articles, one run under torch.profiler\n")
+            out.write(f"{args.name} at {facts['commit']}: {cache} stage, {len(prompts)} articles, one run under torch.profiler\n")
             for key in ("cpu_time_total", "cuda_time_total" if CUDA else "self_cpu_time_total"):
                 out.write(table.table(sort_by=key, row_limit=40, max_name_column_width=60) + "\n")
 

@@ -21,7 +21,7 @@ import time
 import torch
 from transformers import Trainer, TrainerCallback
 
-from common import ROOT, profile_config, run_facts, write_result
+from common import ROOT, commit_facts, profile_config, run_facts, write_result
 from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
@@ -97,6 +97,7 @@ def main():
                         help="params of the second run, against the first (both the stage's loss)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--commit", help="the commit to record (default: git's HEAD)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_loss_parity.json"))
     args = parser.parse_args()
     config = profile_config(args.profile, tuple(args.overrides))
@@ -113,7 +114,7 @@ def main():
     (first, _, _), (second, _, _) = plan
     a, b = runs[first]["losses"], runs[second]["losses"]
     result = {
-        "bench": "train_loss_parity", "profile": args.profile, "overrides": args.overrides,
+        "bench": "train_loss_parity", "profile": args.profile, **commit_facts(args.commit), "overrides": args.overrides,
         "candidate_params": args.candidate,
         "train_examples": len(rows), "batch_size": config.train.batch_size, "grad_accum": config.train.grad_accum,
         "steps": args.steps, "max_abs_loss_diff": round(max(abs(x - y) for x, y in zip(a, b)), 5),

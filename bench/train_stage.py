@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from common import ROOT, profile_config, run_facts, write_result
+from common import ROOT, commit_facts, profile_config, run_facts, write_result
 from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
@@ -136,11 +135,6 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
     }
 
 
-def commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--profile", required=True)
@@ -169,7 +163,7 @@ def main():
     speeds = sorted(r["real_tokens_per_s"] for r in reps)
     result = {
         "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides,
-        "commit": args.commit or commit(), "train_rows": len(splits["train"]),
+        **commit_facts(args.commit), "train_rows": len(splits["train"]),
         "batch": f"{config.train.batch_size} x {config.train.grad_accum}",
         "epochs": args.epochs, "warmup_steps_untimed": args.warmup,
         "real_tokens_per_s_median": statistics.median(speeds),
