@@ -437,3 +437,74 @@ def test_graphs_decode_greedily_and_hand_other_modes_to_generate_with_the_static
                    dict(no_repeat_ngram_size=3), dict(do_sample=True, mbr_candidates=4)):
         assert decoding_options(dataclasses.replace(graphs, **change))["cache_implementation"] == "static"
     assert "cache_implementation" not in decoding_options(tiny("generate", cache="dynamic"))
+
+
+@pytest.mark.parametrize("budget", [1, 700, 2500, 10**9])
+def test_prefill_groups_hold_every_row_once_longest_first_within_the_budget(budget):
+    from xsumtune.generate.graphs import prefill_groups
+
+    lengths = [random.Random(7).randint(20, 600) for _ in range(40)]
+    groups = prefill_groups(lengths, budget)
+    assert sorted(row for group in groups for row in group) == list(range(40))
+    order = [lengths[row] for group in groups for row in group]
+    assert order == sorted(lengths, reverse=True)
+    assert all(len(group) == 1 or len(group) * lengths[group[0]] <= budget for group in groups)
+    assert len(groups) == {1: 40, 10**9: 1}.get(budget, len(groups)) and (budget in (1, 10**9) or len(groups) > 2)
+    assert prefill_groups(lengths, None) == [list(range(40))]
+
+
+@pytest.mark.parametrize("which", ["lora", "grouped"])
+def test_prefill_in_groups_fills_the_cache_as_one_call_and_keeps_every_token(which, model, grouped_model, tokenizer,
+                                                                             prompts):
+    """Rows of similar length prefilled in groups, each cut to its longest prompt: the same logits and cache
+    slots as one call over the whole padded batch, so the same tokens; each call is narrower than the batch."""
+    from transformers import StaticCache
+    from xsumtune.generate.graphs import greedy_decode, prefill, prefill_groups
+
+    subject = model if which == "lora" else grouped_model
+    ids = [p["prompt_ids"] for p in prompts]
+    input_ids, attention_mask = left_pad(ids, tokenizer.eos_token_id)
+    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    budget = 700
+    groups = prefill_groups(attention_mask.sum(-1).tolist(), budget)
+    assert len(groups) >= 3
+    shapes = []
+    counter = subject.get_output_embeddings().register_forward_hook(lambda m, i, out: shapes.append(i[0].shape[:2]))
+    config = subject.config.get_text_config(decoder=True)
+    caches, logits = [], []
+    try:
+        with torch.inference_mode():
+            for tokens in (None, budget):
+                cache = StaticCache(config=config, max_cache_len=input_ids.shape[1] + 8)
+                logits.append(prefill(subject, cache, input_ids, attention_mask, positions, tokens))
+                caches.append(cache)
+    finally:
+        counter.remove()
+    assert len(shapes) == 1 + len(groups)
+    assert all(rows < len(ids) for rows, _ in shapes[1:])
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-4)
+    real = attention_mask.bool()[:, None, :, None]  # [rows, 1, slots, 1]: left padding is masked either way
+    for one, grouped in zip(caches[0].layers, caches[1].layers, strict=True):
+        for a, b in ((one.keys, grouped.keys), (one.values, grouped.values)):
+            width = input_ids.shape[1]
+            torch.testing.assert_close(torch.where(real, b[:, :, :width], 0), torch.where(real, a[:, :, :width], 0),
+                                       rtol=1e-4, atol=1e-4)
+        assert int(grouped.cumulative_length) == int(one.cumulative_length) == input_ids.shape[1]
+    hooks = NewlineAt(subject, 13)
+    try:
+        options = dict(max_new_tokens=30, min_new_tokens=1, eos_token_id=tokenizer.eos_token_id,
+                       line_tables=line_tables(tokenizer))
+        plain = greedy_decode(subject, input_ids, attention_mask, **options)
+        grouped = greedy_decode(subject, input_ids, attention_mask, prefill_tokens=budget, **options)
+    finally:
+        hooks.remove()
+    assert grouped.tolist() == plain.tolist()
+
+
+def test_the_stage_hands_prefill_tokens_to_the_graphs_loop_only(tokenizer):
+    from conftest import tiny
+    from xsumtune.generate.systems import decoding_options
+
+    graphs = tiny("generate", cache="graphs", prefill_tokens=50000)
+    assert decoding_options(graphs)["prefill_tokens"] == 50000
+    assert "prefill_tokens" not in decoding_options(tiny("generate", cache="graphs", prefill_tokens=None))

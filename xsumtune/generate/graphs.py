@@ -22,7 +22,8 @@ from contextlib import contextmanager
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 from torch.profiler import record_function
-from transformers import AttentionInterface, StaticCache
+from transformers import AttentionInterface, DynamicCache, StaticCache
+from transformers.cache_utils import StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -64,6 +65,58 @@ def _grouped_attention(model):
         yield
     finally:
         config._attn_implementation_internal = before
+
+
+def prefill_groups(lengths: list[int], prefill_tokens: int | None) -> list[list[int]]:
+    """Rows of a batch in groups for prefill, longest first: each group's rows x its longest prompt within
+    prefill_tokens (a row alone may exceed it); None: one group of every row, in order."""
+    if prefill_tokens is None:
+        return [list(range(len(lengths)))]
+    groups, current = [], []
+    for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+        if current and (len(current) + 1) * lengths[current[0]] > prefill_tokens:
+            groups.append(current)
+            current = []
+        current.append(row)
+    return [*groups, current] if current else groups
+
+
+def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
+            prefill_tokens: int | None = None) -> torch.Tensor:
+    """The prompt's forward pass into the batch's static cache; the last position's logits of each row.
+
+    The batch is padded to its longest prompt, so with rows of mixed lengths much of one prefill call is
+    padding (half of it for the smol profile's 800,000-token batches of the sample's test articles). With
+    prefill_tokens, rows of similar length are run in groups (prefill_groups), each group cut to its own
+    longest prompt, and each group's keys and values are copied into the right end of its rows' slots: the
+    same slots, positions and values as one call (left padding is masked either way)."""
+    groups = prefill_groups(attention_mask.sum(-1).tolist(), prefill_tokens)
+    if len(groups) == 1 or not all(type(layer) is StaticLayer for layer in cache.layers):
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    rows, width = input_ids.shape
+    logits = None
+    for group in groups:
+        index = torch.tensor(group, device=input_ids.device)
+        cut = width - int(attention_mask[index].sum(-1).max())  # the group's own left padding starts here
+        part = DynamicCache(config=model.config.get_text_config(decoder=True))
+        out = model(input_ids=input_ids[index, cut:], attention_mask=attention_mask[index, cut:],
+                    position_ids=positions[index, cut:], past_key_values=part, use_cache=True,
+                    logits_to_keep=1).logits[:, -1]
+        if logits is None:
+            logits = out.new_empty((rows, out.shape[-1]))
+        logits[index] = out
+        for layer, source in zip(cache.layers, part.layers, strict=True):
+            if not layer.is_initialized:  # allocated as one call would: every row, the cache's length
+                keys, values = source.keys, source.values
+                layer.lazy_initialization(keys.new_empty((rows, keys.shape[1], 0, keys.shape[-1])),
+                                          values.new_empty((rows, values.shape[1], 0, values.shape[-1])))
+            layer.keys[index, :, cut:width] = source.keys
+            layer.values[index, :, cut:width] = source.values
+        del part, out
+    for layer in cache.layers:
+        layer.cumulative_length.fill_(width)  # the next token goes to slot width, as after one call
+    return logits
 
 
 class _Decoder:
@@ -130,21 +183,21 @@ class _Decoder:
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                   eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
-                  check_every: int = 8, warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32) -> torch.Tensor:
+                  check_every: int = 8, warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32,
+                  prefill_tokens: int | None = None) -> torch.Tensor:
     """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tables,
     its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
 
     At a check, if at most drop_below of the batch's rows are still running (and the batch has min_rows or
     more), the batch goes on with those rows only. On a CUDA device, `warmup` eager decode steps (on a side
     stream, as CUDA graph capture wants; one after each drop), then one captured step replayed for the rest;
-    elsewhere every step runs eagerly."""
+    elsewhere every step runs eagerly. prefill_tokens: see prefill."""
     rows, width = input_ids.shape
     cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
     positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
     positions = positions.masked_fill(attention_mask == 0, 0)
     with record_function("prefill"):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens)
         decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
                            eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables)
         decoder.choose(logits)
