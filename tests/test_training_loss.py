@@ -76,3 +76,44 @@ def test_loss_curve_equals_trainers_own(tmp_path, tokenizer, tiny_model_config):
     assert len(plain) == len(labelled) == 40
     assert plain[-1] < plain[0] - 0.2  # it learns: the curve has a shape to compare
     assert max(abs(a - b) for a, b in zip(plain, labelled)) < 1e-3
+
+
+@pytest.mark.parametrize("architecture", ["tiny-phi", "tiny-llama"])
+def test_right_padded_rows_train_the_same_without_the_padding_mask(tmp_path, tokenizer, tiny_model_config,
+                                                                   architecture):
+    """train.padding_mask false leaves the attention mask out: the same loss and gradients (labelled positions
+    only see real tokens before them), while the pads' own logits do change (the mask really is gone)."""
+    model_config = dataclasses.replace(tiny_model_config, name=str(ROOT / "models" / "configs" / architecture))
+    config = config_for(model_config)
+    encoder = PromptEncoder(tokenizer, "direct")
+    rows = [encoder.encode(d, s, 128) for d, s in ARTICLES]
+    batch = CompletionCollator(tokenizer.pad_token_id)(rows)
+    mask = batch["attention_mask"]
+    assert mask.sum(1).unique().numel() > 1 and (mask == 0).any()
+
+    results, masks_seen = [], []
+    for padding_mask in (True, False):
+        trainer = build(config, tokenizer, tmp_path / str(padding_mask), labelled_logits_trainer(padding_mask), rows)
+        model = trainer.model
+        inner = model.get_base_model().model  # the decoder stack: what the trainer's call reaches
+        hook = inner.register_forward_pre_hook(lambda m, a, kw: masks_seen.append(kw.get("attention_mask")),
+                                               with_kwargs=True)
+        try:
+            model.zero_grad()
+            loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(37))
+            loss.backward()
+        finally:
+            hook.remove()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    assert masks_seen[0] is not None and masks_seen[1] is None
+    (masked_loss, masked_grads), (loss, grads) = results
+    assert torch.allclose(loss, masked_loss, rtol=1e-5, atol=1e-6), (loss, masked_loss)
+    for name in grads:
+        assert torch.allclose(grads[name], masked_grads[name], rtol=1e-4, atol=1e-6), name
+    model.eval()  # tiny-phi's residual dropout: two training-mode calls would differ by their random masks
+    with torch.no_grad():
+        masked = model(input_ids=batch["input_ids"], attention_mask=mask).logits
+        unmasked = model(input_ids=batch["input_ids"]).logits
+    real = mask.bool()
+    torch.testing.assert_close(unmasked[real], masked[real], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(unmasked[~real], masked[~real], atol=1e-3)

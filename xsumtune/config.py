@@ -102,6 +102,7 @@ class TrainConfig:
     group_by_length: bool  # batches of similar lengths: less padding, batches no longer i.i.d.
     neftune_alpha: float | None  # NEFTune: uniform noise on the input embeddings while training; null: off
     compile: bool  # torch.compile each decoder layer (one graph shared by all): fewer, fused kernel launches
+    padding_mask: bool  # false: right-padded rows train without an attention mask (causal attention, same losses)
     logging_steps: int
     save_steps: int  # optimizer steps between checkpoints a killed run resumes from
     processes: int  # DDP processes (one a GPU) launched by torchrun; global batch = batch x accum x processes

@@ -77,13 +77,15 @@ def training_arguments(config: Config, output_dir: str):
     )
 
 
-def labelled_logits_trainer():
-    """transformers' Trainer with LabelledLogitsLoss (imported here: only training needs transformers' Trainer)."""
+def labelled_logits_trainer(padding_mask: bool = True):
+    """transformers' Trainer with LabelledLogitsLoss (imported here: only training needs transformers' Trainer).
+    padding_mask: train.padding_mask (LabelledLogitsLoss)."""
     from transformers import Trainer
 
     class LabelledLogitsTrainer(LabelledLogitsLoss, Trainer):
         pass
 
+    LabelledLogitsTrainer.padding_mask = padding_mask
     return LabelledLogitsTrainer
 
 
@@ -95,7 +97,14 @@ class LabelledLogitsLoss:
     the loss: for SmolLM2's 49,152 words that is a fifth of the step's arithmetic and most of its memory.
     A hook on the output layer gathers the hidden states of the labelled positions first. The loss is
     the same cross-entropy, summed and divided as Trainer's own (by the batch's labelled tokens across
-    gradient accumulation, num_items_in_batch, or their mean when it is not given)."""
+    gradient accumulation, num_items_in_batch, or their mean when it is not given).
+
+    padding_mask false (train.padding_mask): the batch's attention mask is left out. Rows are right-padded
+    (CompletionCollator), so under causal attention no real token sees a pad, and every labelled position
+    gets the same logits; without a mask PyTorch's SDPA runs its causal kernel (FlashAttention on a GPU)
+    instead of a masked one. The pads' own outputs change, and nothing reads them."""
+
+    padding_mask = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"][:, 1:]  # position t predicts token t + 1
@@ -104,7 +113,8 @@ class LabelledLogitsLoss:
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         hook = head.register_forward_pre_hook(lambda _, args: (args[0][rows, cols].unsqueeze(0), *args[1:]))
         try:
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            outputs = model(input_ids=inputs["input_ids"],
+                            attention_mask=inputs["attention_mask"] if self.padding_mask else None)
         finally:
             hook.remove()
         loss = torch.nn.functional.cross_entropy(outputs.logits[0].float(), targets, reduction="sum")
@@ -128,7 +138,7 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
         compile_layers(model)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
-    trainer = labelled_logits_trainer()(
+    trainer = labelled_logits_trainer(config.train.padding_mask)(
         model=model,
         args=args,
         train_dataset=to_dataset(train_rows),
