@@ -106,8 +106,8 @@ def main():
     rows = splits["train"]
     if args.candidate:
         candidate = profile_config(args.profile, tuple(args.overrides + args.candidate))
-        plan = (("plain", labelled_logits_trainer(config.train.padding_mask), config),
-                ("candidate", labelled_logits_trainer(candidate.train.padding_mask), candidate))
+        plan = (("plain", labelled_logits_trainer(config.train), config),
+                ("candidate", labelled_logits_trainer(candidate.train), candidate))
     else:
         plan = (("trainer_own", Trainer, config), ("labelled_logits", labelled_logits_trainer(), config))
     runs = {name: train_once(run_config, tokenizer, rows, trainer_class, args.steps, args.warmup)

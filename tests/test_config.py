@@ -140,6 +140,7 @@ def write_params(tmp_path, edit):
     (lambda p: p["train"].update(compile=True, gradient_checkpointing=True),
      "train.compile: must be false with train.gradient_checkpointing: true"),
     (lambda p: p["train"].update(neftune_alpha=0.0), "train.neftune_alpha: must be > 0 or null"),
+    (lambda p: p["train"].update(label_smoothing=1.0), "train.label_smoothing: must be in [0, 1)"),
     (lambda p: p["lora"].update(use_dora="yes"), "lora.use_dora: expected true or false"),
     (lambda p: p["generate"].update(mbr_candidates=0), "generate.mbr_candidates: must be > 0"),
     (lambda p: p["generate"].update(mbr_candidates=4), "generate.mbr_candidates: 4 candidates need sampling"),

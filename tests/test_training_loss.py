@@ -93,7 +93,8 @@ def test_right_padded_rows_train_the_same_without_the_padding_mask(tmp_path, tok
 
     results, masks_seen = [], []
     for padding_mask in (True, False):
-        trainer = build(config, tokenizer, tmp_path / str(padding_mask), labelled_logits_trainer(padding_mask), rows)
+        trainer = build(config, tokenizer, tmp_path / str(padding_mask),
+                        labelled_logits_trainer(dataclasses.replace(config.train, padding_mask=padding_mask)), rows)
         model = trainer.model
         inner = model.get_base_model().model  # the decoder stack: what the trainer's call reaches
         hook = inner.register_forward_pre_hook(lambda m, a, kw: masks_seen.append(kw.get("attention_mask")),
@@ -117,3 +118,31 @@ def test_right_padded_rows_train_the_same_without_the_padding_mask(tmp_path, tok
     real = mask.bool()
     torch.testing.assert_close(unmasked[real], masked[real], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(unmasked[~real], masked[~real], atol=1e-3)
+
+
+def test_label_smoothing_smooths_the_training_loss_only(tmp_path, tokenizer, tiny_model_config):
+    """train.label_smoothing: the training loss is the label-smoothed cross-entropy of the labelled positions
+    ((1 - x) of the target's negative log-likelihood plus x of the mean over the vocabulary); evaluation
+    keeps the plain loss."""
+    encoder = PromptEncoder(tokenizer, "direct")
+    rows = [encoder.encode(d, s, 128) for d, s in ARTICLES]
+    batch = CompletionCollator(tokenizer.pad_token_id)(rows)
+    # tiny-llama has no dropout: its training-mode logits are its evaluation-mode ones
+    model_config = dataclasses.replace(tiny_model_config, name=str(ROOT / "models" / "configs" / "tiny-llama"))
+    config = config_for(model_config, label_smoothing=0.1)
+    trainer = build(config, tokenizer, tmp_path, labelled_logits_trainer(config.train), rows)
+    model = trainer.model
+    model.eval()  # the same logits for each call below
+    with torch.no_grad():
+        plain = trainer.compute_loss(model, dict(batch))
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        model.train()
+        smoothed = trainer.compute_loss(model, dict(batch))
+    labels = batch["labels"][:, 1:]
+    labelled = labels != -100
+    log_probs = logits[labelled].log_softmax(-1)
+    nll = -log_probs.gather(1, labels[labelled][:, None]).squeeze(1)
+    expected = (0.9 * nll + 0.1 * -log_probs.mean(-1)).mean()
+    torch.testing.assert_close(smoothed, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain, nll.mean(), rtol=1e-5, atol=1e-6)
+    assert abs(float(expected - nll.mean())) > 1e-4  # far beyond the tolerance: the two losses are told apart

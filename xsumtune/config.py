@@ -101,6 +101,7 @@ class TrainConfig:
     gradient_checkpointing: bool
     group_by_length: bool  # batches of similar lengths: less padding, batches no longer i.i.d.
     neftune_alpha: float | None  # NEFTune: uniform noise on the input embeddings while training; null: off
+    label_smoothing: float  # training loss only: that share of each target's weight spread over the vocabulary
     compile: bool  # torch.compile each decoder layer (one graph shared by all): fewer, fused kernel launches
     padding_mask: bool  # false: right-padded rows train without an attention mask (causal attention, same losses)
     logging_steps: int
@@ -287,6 +288,8 @@ def validate(config: Config, path: Path) -> None:
     if config.train.compile and config.train.gradient_checkpointing:
         fail("train.compile", "must be false with train.gradient_checkpointing: true (compiled checkpointed "
              "layers are not measured here); set one of them false")
+    if not 0.0 <= config.train.label_smoothing < 1.0:
+        fail("train.label_smoothing", f"must be in [0, 1), got {config.train.label_smoothing}")
     if config.train.neftune_alpha is not None and config.train.neftune_alpha <= 0:
         fail("train.neftune_alpha", f"must be > 0 or null (off), got {config.train.neftune_alpha}")
     targets = config.lora.target_modules

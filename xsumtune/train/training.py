@@ -77,15 +77,16 @@ def training_arguments(config: Config, output_dir: str):
     )
 
 
-def labelled_logits_trainer(padding_mask: bool = True):
+def labelled_logits_trainer(train=None):
     """transformers' Trainer with LabelledLogitsLoss (imported here: only training needs transformers' Trainer).
-    padding_mask: train.padding_mask (LabelledLogitsLoss)."""
+    train: the train params, for train.padding_mask and train.label_smoothing (else mask on, no smoothing)."""
     from transformers import Trainer
 
     class LabelledLogitsTrainer(LabelledLogitsLoss, Trainer):
         pass
 
-    LabelledLogitsTrainer.padding_mask = padding_mask
+    if train is not None:
+        LabelledLogitsTrainer.padding_mask, LabelledLogitsTrainer.label_smoothing = train.padding_mask, train.label_smoothing
     return LabelledLogitsTrainer
 
 
@@ -102,9 +103,12 @@ class LabelledLogitsLoss:
     padding_mask false (train.padding_mask): the batch's attention mask is left out. Rows are right-padded
     (CompletionCollator), so under causal attention no real token sees a pad, and every labelled position
     gets the same logits; without a mask PyTorch's SDPA runs its causal kernel (FlashAttention on a GPU)
-    instead of a masked one. The pads' own outputs change, and nothing reads them."""
+    instead of a masked one. The pads' own outputs change, and nothing reads them.
+    label_smoothing (train.label_smoothing): PyTorch's label-smoothed cross-entropy while training; evaluation
+    (eval_loss, perplexity) keeps the plain loss, so runs with and without it compare."""
 
     padding_mask = True
+    label_smoothing = 0.0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"][:, 1:]  # position t predicts token t + 1
@@ -117,7 +121,9 @@ class LabelledLogitsLoss:
                             attention_mask=inputs["attention_mask"] if self.padding_mask else None)
         finally:
             hook.remove()
-        loss = torch.nn.functional.cross_entropy(outputs.logits[0].float(), targets, reduction="sum")
+        smoothing = self.label_smoothing if model.training else 0.0
+        loss = torch.nn.functional.cross_entropy(outputs.logits[0].float(), targets, reduction="sum",
+                                                 label_smoothing=smoothing)
         if num_items_in_batch is None:
             loss = loss / max(targets.numel(), 1)
         else:
@@ -138,7 +144,7 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
         compile_layers(model)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
-    trainer = labelled_logits_trainer(config.train.padding_mask)(
+    trainer = labelled_logits_trainer(config.train)(
         model=model,
         args=args,
         train_dataset=to_dataset(train_rows),
