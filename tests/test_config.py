@@ -149,10 +149,6 @@ def write_params(tmp_path, edit):
     (lambda p: p["model"].update(attn_implementation="eager") or p["generate"].update(cache="graphs"),
      "generate.cache: graphs needs model.attn_implementation: sdpa"),
     (lambda p: p["generate"].update(cache="graphs", prefill_tokens=0), "generate.prefill_tokens: must be >= 1"),
-    (lambda p: p["generate"].update(cache="static", prefill_tokens=50000),
-     "generate.prefill_tokens: acts only in the graphs loop"),
-    (lambda p: p["generate"].update(cache="graphs", prefill_tokens=50000, num_beams=4),
-     "generate.prefill_tokens: acts only in the graphs loop"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     path = write_params(tmp_path, edit)

@@ -508,3 +508,6 @@ def test_the_stage_hands_prefill_tokens_to_the_graphs_loop_only(tokenizer):
     graphs = tiny("generate", cache="graphs", prefill_tokens=50000)
     assert decoding_options(graphs)["prefill_tokens"] == 50000
     assert "prefill_tokens" not in decoding_options(tiny("generate", cache="graphs", prefill_tokens=None))
+    # beams leave the graphs loop for generate's static cache, which takes no prefill_tokens: not handed on
+    beams = decoding_options(tiny("generate", cache="graphs", prefill_tokens=50000, num_beams=4))
+    assert beams["cache_implementation"] == "static" and "prefill_tokens" not in beams

@@ -260,14 +260,9 @@ def validate(config: Config, path: Path) -> None:
                 fail(f"generate.{key}", "acts only when sampling; set generate.do_sample: true")
     if generate.cache == "graphs" and config.model.attn_implementation != "sdpa":  # SDPA's boolean mask
         fail("generate.cache", "graphs needs model.attn_implementation: sdpa")
-    if generate.prefill_tokens is not None:
-        if generate.prefill_tokens < 1:
-            fail("generate.prefill_tokens", f"must be >= 1 or null (one prefill call a batch), got {generate.prefill_tokens}")
-        greedy = generate.num_beams == 1 and not generate.do_sample and not generate.no_repeat_ngram_size \
-            and generate.mbr_candidates == 1
-        if generate.cache != "graphs" or not greedy:
-            fail("generate.prefill_tokens", "acts only in the graphs loop (generate.cache: graphs, greedy decoding); "
-                 "set it to null")
+    # speed only, like cache: graphs, so decodings outside the graphs loop (beams, sampling, ...) just don't use it
+    if generate.prefill_tokens is not None and generate.prefill_tokens < 1:
+        fail("generate.prefill_tokens", f"must be >= 1 or null (one prefill call a batch), got {generate.prefill_tokens}")
     if config.score.bertscore_layer is not None and config.score.bertscore_layer < 1:
         fail("score.bertscore_layer", f"must be >= 1 or null, got {config.score.bertscore_layer}")
     base = config.base
