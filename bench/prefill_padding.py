@@ -75,7 +75,7 @@ def time_prefill(config, weights: str, prompts: list[list[int]], pad_id: int, pr
             "median_s": {way: statistics.median(s) for way, s in seconds.items()},
             "plans": {way: padding(lengths, [list(range(len(lengths)))], tokens)
                       for way, tokens in (("one call", None), ("groups", prefill_tokens))},
-            "same_argmax": int((logits["one call"].argmax(-1) == logits["groups"].argmax(-1)).sum()),
+            "same_argmax": int((one.argmax(-1) == groups.argmax(-1)).sum()),
             "next_token_differs_gap_bf16_steps": gaps,
             "max_abs_logit_diff": round(float((one - groups).abs().max()), 5),
             "max_abs_logit": round(float(one.abs().max()), 3),

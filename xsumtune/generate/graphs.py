@@ -90,15 +90,16 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
     prefill_tokens, rows of similar length are run in groups (prefill_groups), each group cut to its own
     longest prompt, and each group's keys and values are copied into the right end of its rows' slots: the
     same slots, positions and values as one call (left padding is masked either way)."""
-    groups = prefill_groups(attention_mask.sum(-1).tolist(), prefill_tokens)
-    if len(groups) == 1 or not all(type(layer) is StaticLayer for layer in cache.layers):
+    lengths = None if prefill_tokens is None else attention_mask.sum(-1).tolist()  # read once, only to group
+    groups = [] if lengths is None else prefill_groups(lengths, prefill_tokens)
+    if len(groups) <= 1 or not all(type(layer) is StaticLayer for layer in cache.layers):
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                      past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     rows, width = input_ids.shape
     logits = None
     for group in groups:
         index = torch.tensor(group, device=input_ids.device)
-        cut = width - int(attention_mask[index].sum(-1).max())  # the group's own left padding starts here
+        cut = width - lengths[group[0]]  # the group's own left padding starts here (its first row is its longest)
         part = DynamicCache(config=model.config.get_text_config(decoder=True))
         out = model(input_ids=input_ids[index, cut:], attention_mask=attention_mask[index, cut:],
                     position_ids=positions[index, cut:], past_key_values=part, use_cache=True,
