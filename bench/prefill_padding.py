@@ -6,6 +6,11 @@ token budget and max_new_tokens), then each batch through prefill_groups for eac
 real prompt tokens, the tokens the model runs (rows x each call's longest prompt) and the padding share,
 and the attention work (each row's query x key slots, summed) against the unpadded rows'.
 
+Decode reads the whole static cache of its batch at every step: rows x (longest prompt + max_new_tokens) key and
+value slots, the left padding of shorter prompts included. `decode` gives, for the profile's token budget and each
+--budgets value, the batches, the slots one decode step reads over all batches, and the share of them that is
+padding (what a kernel reading only each row's filled slots would skip), counting every row to the cap.
+
     python bench/prefill_padding.py --profile smol --tokenizer models/tokenizers/smollm2 \\
         --prefill-tokens none,200000,100000,50000
 
@@ -29,6 +34,13 @@ from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.generate.generation import left_pad, plan_batches
 from xsumtune.generate.graphs import prefill, prefill_groups
 from xsumtune.generate.systems import build_prompts
+
+
+def decode_padding(lengths: list[int], batches: list[list[int]], max_new_tokens: int) -> dict:
+    slots = sum(len(batch) * (max(lengths[i] for i in batch) + max_new_tokens) for batch in batches)
+    filled = sum(lengths[i] + max_new_tokens for batch in batches for i in batch)
+    return {"batches": len(batches), "rows": [len(b) for b in batches], "slots_per_step": slots,
+            "filled_slots": filled, "padding_share": round(1 - filled / slots, 4)}
 
 
 def padding(lengths: list[int], batches: list[list[int]], prefill_tokens: int | None) -> dict:
@@ -89,6 +101,8 @@ def main():
     parser.add_argument("--tokenizer", help="a tokenizer directory (default: the profile's model.tokenizer)")
     parser.add_argument("--prefill-tokens", default="none,100000",
                         help="comma-separated generate.prefill_tokens values; none: one call a batch")
+    parser.add_argument("--budgets", default="", help="comma-separated generate.token_budget values for the "
+                        "decode plans, beside the profile's")
     parser.add_argument("--weights", help="a Hugging Face model directory, to time prefill on it")
     parser.add_argument("--time-articles", type=int, default=48)
     parser.add_argument("--time-prefill-tokens", type=int, default=12000)
@@ -106,6 +120,11 @@ def main():
     batches = plan_batches(lengths, batch_size=e.batch_size, token_budget=e.token_budget,
                            max_new_tokens=e.max_new_tokens, sort_by_length=e.sort_by_length,
                            copies=e.mbr_candidates)
+    plan = dict(batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, sort_by_length=e.sort_by_length,
+                copies=e.mbr_candidates)
+    budgets = [e.token_budget, *(int(v) for v in args.budgets.split(",") if v.strip() and int(v) != e.token_budget)]
+    decode = [{"token_budget": budget, **decode_padding(lengths, plan_batches(lengths, token_budget=budget, **plan),
+                                                        e.max_new_tokens)} for budget in budgets]
     values = [None if v.strip() == "none" else int(v) for v in args.prefill_tokens.split(",")]
     timing = {}
     if args.weights:
@@ -117,7 +136,7 @@ def main():
         "bench": "prefill_padding", "profile": args.profile, "overrides": args.overrides, **commit_facts(args.commit),
         "articles": len(lengths), "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
         "prompt_tokens_max": max(lengths), "token_budget": e.token_budget, "batches": [len(b) for b in batches],
-        "plans": [padding(lengths, batches, value) for value in values], **timing,
+        "plans": [padding(lengths, batches, value) for value in values], "decode": decode, **timing,
     })
 
 
