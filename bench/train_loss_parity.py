@@ -53,8 +53,8 @@ class Clock(TrainerCallback):
 class CountingCollator(CompletionCollator):
     """Counts the real and the padded tokens of every batch it builds."""
 
-    def __init__(self, pad_token_id: int):
-        super().__init__(pad_token_id)
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        super().__init__(pad_token_id, pad_to_multiple_of)
         self.real, self.padded = 0, 0
 
     def __call__(self, examples):
@@ -68,9 +68,9 @@ def train_once(config, tokenizer, rows, trainer_class, steps: int, warmup: int) 
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed,
                        config.train.gradient_checkpointing)
     if config.train.compile:
-        compile_layers(model)  # as train_adapter does
+        compile_layers(model, config.train.compile_mode)  # as train_adapter does
     clock = Clock(warmup)
-    collator = CountingCollator(tokenizer.pad_token_id)
+    collator = CountingCollator(tokenizer.pad_token_id, config.train.pad_to_multiple_of)
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(config, scratch)
         args.max_steps, args.logging_steps, args.save_strategy, args.eval_strategy = steps, 1, "no", "no"

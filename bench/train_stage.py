@@ -44,8 +44,8 @@ class CountingCollator(CompletionCollator):
     """The stage's collator, logging the real tokens and rows of each training batch (not evaluation's:
     a training batch holds the training rows' own token lists)."""
 
-    def __init__(self, pad_token_id: int, train_rows: list[dict]):
-        super().__init__(pad_token_id)
+    def __init__(self, pad_token_id: int, train_rows: list[dict], pad_to_multiple_of: int | None = None):
+        super().__init__(pad_token_id, pad_to_multiple_of)
         self.train_ids, self.batches = {id(row["input_ids"]) for row in train_rows}, []
 
     def __call__(self, examples):
@@ -111,7 +111,7 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
         torch.cuda.reset_peak_memory_stats()
     model = load_base_model(config.model, config.seed)
     model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)
-    collator, clock = CountingCollator(tokenizer.pad_token_id, train_rows), StepClock(profile_to, profile_from=warmup + 1)
+    collator, clock = CountingCollator(tokenizer.pad_token_id, train_rows, config.train.pad_to_multiple_of), StepClock(profile_to, profile_from=warmup + 1)
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         metrics = train_adapter(config, model, tokenizer, train_rows, validation_rows, f"{scratch}/adapter",

@@ -170,10 +170,21 @@ def test_neftune_noise_acts_while_training_only(tmp_path, tokenizer, tiny_model_
     assert torch.equal(embed(ids), embed(ids))  # the hook is gone once training ends: no noise in generation
 
 
-def test_compiled_layers_train_to_the_same_loss_and_adapter_names(tmp_path, tokenizer, tiny_model_config):
-    """train.compile: every decoder layer compiled in place, the same loss as eager (float32 on the CPU),
-    and the saved adapter holds the same tensor names."""
+def test_compiled_layers_train_to_the_same_loss_and_adapter_names(tmp_path, tokenizer, tiny_model_config,
+                                                                  monkeypatch):
+    """train.compile: every decoder layer compiled in place, with train.compile_mode as torch.compile's mode
+    (none for default), the same loss as eager (float32 on the CPU, where reduce-overhead records no CUDA
+    graph), and the saved adapter holds the same tensor names."""
     from xsumtune.train.training import compile_layers
+
+    modes_seen = []
+    real_compile = torch.nn.Module.compile
+
+    def recording_compile(self, *args, **kwargs):  # the real Module.compile, its mode noted
+        modes_seen.append(kwargs.get("mode"))
+        return real_compile(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", recording_compile)
 
     model_config = dataclasses.replace(tiny_model_config, name=str(ROOT / "models" / "configs" / "tiny-llama"))
     layers = apply_lora(load_base_model(model_config, 0), tiny("lora"), 0)
@@ -182,10 +193,13 @@ def test_compiled_layers_train_to_the_same_loss_and_adapter_names(tmp_path, toke
     width = min(len(row["input_ids"]) for row in rows)  # one shape: one compile
     rows = [{"input_ids": row["input_ids"][:width], "labels": row["labels"][:width]} for row in rows]
     results = {}
-    for compiled in (False, True):
+    for mode in (None, "reduce-overhead"):
+        compiled = mode is not None
+        modes_seen.clear()
         config = tiny_config(model=model_config, lora=tiny("lora", dropout=0.0), train=tiny(
             "train", epochs=1, batch_size=2, grad_accum=1, lr=1.0e-2, warmup_steps=0, logging_steps=1,
-            optimizer="sgd", gradient_checkpointing=False, compile=compiled))  # sgd: a step that follows the gradient
+            optimizer="sgd", gradient_checkpointing=False, compile=compiled,  # sgd: a step that follows the gradient
+            compile_mode=mode or "default"))
         model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)
         out = tmp_path / str(compiled)
         metrics = train_adapter(config, model, tokenizer, rows, rows, str(out / "adapter"), str(out / "live"),
@@ -193,6 +207,7 @@ def test_compiled_layers_train_to_the_same_loss_and_adapter_names(tmp_path, toke
         results[compiled] = metrics, load_file(out / "adapter" / "adapter_model.safetensors")
         layer_calls = [layer._compiled_call_impl for layer in model.get_base_model().model.layers]
         assert all(call is not None for call in layer_calls) == compiled  # the switch took effect, or didn't
+        assert modes_seen == ([mode] * len(layer_calls) if compiled else [])
     (eager, eager_saved), (compiled, compiled_saved) = results[False], results[True]
     assert abs(eager["train_loss"] - compiled["train_loss"]) < 1e-4
     assert abs(eager["eval_loss"] - compiled["eval_loss"]) < 1e-4

@@ -146,3 +146,35 @@ def test_label_smoothing_smooths_the_training_loss_only(tmp_path, tokenizer, tin
     torch.testing.assert_close(smoothed, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(plain, nll.mean(), rtol=1e-5, atol=1e-6)
     assert abs(float(expected - nll.mean())) > 1e-4  # far beyond the tolerance: the two losses are told apart
+
+
+@pytest.mark.parametrize("padding_mask", [True, False])
+def test_padding_to_a_multiple_trains_the_same(tmp_path, tokenizer, tiny_model_config, padding_mask):
+    """train.pad_to_multiple_of: batches padded up to a multiple of it (labels ignored and mask off on the added
+    pads), and the same loss and gradients as batches padded to their longest row, with and without the mask."""
+    model_config = dataclasses.replace(tiny_model_config, name=str(ROOT / "models" / "configs" / "tiny-llama"))
+    config = config_for(model_config, padding_mask=padding_mask, pad_to_multiple_of=64)
+    encoder = PromptEncoder(tokenizer, "direct")
+    rows = [encoder.encode(d, s, 128) for d, s in ARTICLES]
+    tight = CompletionCollator(tokenizer.pad_token_id)(rows)
+    padded = CompletionCollator(tokenizer.pad_token_id, 64)(rows)
+    longest = max(len(row["input_ids"]) for row in rows)
+    assert tight["input_ids"].shape[1] == longest and padded["input_ids"].shape[1] == -(-longest // 64) * 64 > longest
+    extra = slice(longest, None)
+    assert (padded["labels"][:, extra] == -100).all() and (padded["attention_mask"][:, extra] == 0).all()
+    assert (padded["input_ids"][:, extra] == tokenizer.pad_token_id).all()
+    for key in tight:
+        assert torch.equal(padded[key][:, :longest], tight[key]), key
+
+    trainer = build(config, tokenizer, tmp_path, labelled_logits_trainer(config.train), rows)
+    model = trainer.model
+    results = []
+    for batch in (tight, padded):
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(37))
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    (loss, grads), (padded_loss, padded_grads) = results
+    assert torch.allclose(padded_loss, loss, rtol=1e-5, atol=1e-6), (padded_loss, loss)
+    for name in grads:
+        assert torch.allclose(padded_grads[name], grads[name], rtol=1e-4, atol=1e-6), name

@@ -87,6 +87,11 @@ class LoraConfig:
     use_dora: bool  # weight-decomposed LoRA (DoRA): a learned magnitude per output beside the low-rank direction
 
 
+# torch.compile's modes: reduce-overhead and max-autotune replay each compiled layer as a CUDA graph on a GPU
+# (one recorded per distinct shape), max-autotune-no-cudagraphs tunes kernels only; on a CPU none uses graphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: float
@@ -103,6 +108,8 @@ class TrainConfig:
     neftune_alpha: float | None  # NEFTune: uniform noise on the input embeddings while training; null: off
     label_smoothing: float  # training loss only: that share of each target's weight spread over the vocabulary
     compile: bool  # torch.compile each decoder layer (one graph shared by all): fewer, fused kernel launches
+    compile_mode: str  # torch.compile's mode for those layers: default | reduce-overhead (CUDA graphs) | max-autotune...
+    pad_to_multiple_of: int | None  # training batches padded to a multiple of this length: fewer distinct shapes
     padding_mask: bool  # false: right-padded rows train without an attention mask (causal attention, same losses)
     logging_steps: int
     save_steps: int  # optimizer steps between checkpoints a killed run resumes from
@@ -283,6 +290,13 @@ def validate(config: Config, path: Path) -> None:
     if config.train.compile and config.train.gradient_checkpointing:
         fail("train.compile", "must be false with train.gradient_checkpointing: true (compiled checkpointed "
              "layers are not measured here); set one of them false")
+    if config.train.compile_mode not in COMPILE_MODES:
+        fail("train.compile_mode", f"one of {', '.join(COMPILE_MODES)}, got {config.train.compile_mode!r}")
+    if config.train.compile_mode != "default" and not config.train.compile:
+        fail("train.compile_mode", f"{config.train.compile_mode} needs train.compile: true (it is the mode the "
+             "decoder layers are compiled with)")
+    if config.train.pad_to_multiple_of is not None and config.train.pad_to_multiple_of < 1:
+        fail("train.pad_to_multiple_of", f"must be >= 1 or null (off), got {config.train.pad_to_multiple_of}")
     if not 0.0 <= config.train.label_smoothing < 1.0:
         fail("train.label_smoothing", f"must be in [0, 1), got {config.train.label_smoothing}")
     if config.train.neftune_alpha is not None and config.train.neftune_alpha <= 0:

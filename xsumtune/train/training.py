@@ -9,18 +9,21 @@ import torch
 
 from xsumtune.checkpoints import claim, fingerprint, latest_complete_checkpoint, release
 from xsumtune.config import Config, ConfigError
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 from xsumtune.data.tokenization import IGNORE_INDEX
 from xsumtune.io import atomic_dir
 
 
 class CompletionCollator:
-    """Right-pads a batch: input_ids with the pad id, labels with IGNORE_INDEX, by length alone."""
+    """Right-pads a batch: input_ids with the pad id, labels with IGNORE_INDEX, by length alone; with
+    pad_to_multiple_of (train.pad_to_multiple_of), up to the next multiple of it."""
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_token_id, self.multiple = pad_token_id, pad_to_multiple_of or 1
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(example["input_ids"]) for example in examples)
+        width = -(-max(len(example["input_ids"]) for example in examples) // self.multiple) * self.multiple
         input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -87,6 +90,7 @@ def labelled_logits_trainer(train=None):
 
     if train is not None:
         LabelledLogitsTrainer.padding_mask, LabelledLogitsTrainer.label_smoothing = train.padding_mask, train.label_smoothing
+        LabelledLogitsTrainer.cuda_graphs = train.compile and train.compile_mode in CUDA_GRAPH_MODES
     return LabelledLogitsTrainer
 
 
@@ -109,8 +113,11 @@ class LabelledLogitsLoss:
 
     padding_mask = True
     label_smoothing = 0.0
+    cuda_graphs = False  # layers compiled to CUDA graphs: each forward is a new step of theirs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.cuda_graphs and inputs["input_ids"].is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are not read again
         labels = inputs["labels"][:, 1:]  # position t predicts token t + 1
         rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
         targets = labels[rows, cols]
@@ -141,7 +148,7 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     callbacks (Trainer callbacks) and collator (a CompletionCollator) let a benchmark time this code."""
     args = training_arguments(config, checkpoint_dir)
     if config.train.compile:
-        compile_layers(model)
+        compile_layers(model, config.train.compile_mode)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
     trainer = labelled_logits_trainer(config.train)(
@@ -149,7 +156,7 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
         args=args,
         train_dataset=to_dataset(train_rows),
         eval_dataset=to_dataset(validation_rows),
-        data_collator=collator or CompletionCollator(tokenizer.pad_token_id),
+        data_collator=collator or CompletionCollator(tokenizer.pad_token_id, config.train.pad_to_multiple_of),
         callbacks=list(callbacks),
     )
     resume_from = latest_complete_checkpoint(checkpoint_dir)
@@ -175,11 +182,13 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     return metrics
 
 
-def compile_layers(model) -> int:
+def compile_layers(model, mode: str = "default") -> int:
     """torch.compile each decoder layer in place (Module.compile: parameter names and saved adapters stay as
     they are). The layers share their code, so dynamo compiles one graph for all of them (and one more once
     the sequence length varies: then dynamic in it). Decoder layers are the classes the model names in
-    _no_split_modules, as accelerate's device maps do. Returns how many were compiled."""
+    _no_split_modules, as accelerate's device maps do. mode: torch.compile's (train.compile_mode; with
+    reduce-overhead each layer's forward and backward replay as CUDA graphs on a GPU, one recorded per
+    distinct shape). Returns how many were compiled."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = set(getattr(base, "_no_split_modules", None) or ())
     layers = [module for module in base.modules() if type(module).__name__ in names]
@@ -187,7 +196,7 @@ def compile_layers(model) -> int:
         raise ConfigError(f"train.compile: {type(base).__name__} names no decoder layer class (_no_split_modules); "
                           "set train.compile: false")
     for layer in layers:
-        layer.compile()
+        layer.compile(mode=None if mode == "default" else mode)
     return len(layers)
 
 
