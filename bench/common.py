@@ -96,6 +96,13 @@ def commit_facts(given: str | None = None) -> dict:
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def gpu_time(events) -> tuple[float, int]:
+    """(seconds of GPU kernel time, kernel launches) in a profiler's key_averages(): the events on the device,
+    whose self time is the GPU's busy time."""
+    kernels = [event for event in events if event.device_type.name == "CUDA"]
+    return sum(event.self_device_time_total for event in kernels) / 1e6, sum(event.count for event in kernels)
+
+
 def write_result(path: str | Path, result: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from common import ROOT, commit_facts, profile_config, run_facts, write_result, xsum_test_rows
+from common import ROOT, commit_facts, gpu_time, profile_config, run_facts, write_result, xsum_test_rows
 from generate_throughput import equality
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.generate import generation, graphs
@@ -139,12 +139,11 @@ def main():
         with torch.profiler.profile(activities=activities) as profiler:
             _, wall = timed(way(cache, "stage"))
         table = profiler.key_averages()
-        kernels = [event for event in table if event.device_type.name == "CUDA"]
-        gpu = sum(event.self_device_time_total for event in kernels) / 1e6
+        gpu, launches = gpu_time(table)
         with open(f"{args.out_dir}/generate_stage_{args.name}_profile.txt", "w") as out:
             out.write(f"{args.name} at {facts['commit']}: {cache} stage, {len(prompts)} articles, one run under "
                       f"torch.profiler: {wall:.3f} s wall, {gpu:.3f} s of GPU kernel time ({gpu / wall:.0%} busy), "
-                      f"{sum(event.count for event in kernels)} kernel launches\n")
+                      f"{launches} kernel launches\n")
             for key in ("cpu_time_total", "self_cuda_time_total" if CUDA else "self_cpu_time_total"):
                 out.write(table.table(sort_by=key, row_limit=40, max_name_column_width=60) + "\n")
 

@@ -117,11 +117,9 @@ def main():
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     lengths = [len(p["prompt_ids"]) for p in build_prompts(config, tokenizer, xsum_test_rows())]
     e = config.generate
-    batches = plan_batches(lengths, batch_size=e.batch_size, token_budget=e.token_budget,
-                           max_new_tokens=e.max_new_tokens, sort_by_length=e.sort_by_length,
-                           copies=e.mbr_candidates)
     plan = dict(batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, sort_by_length=e.sort_by_length,
                 copies=e.mbr_candidates)
+    batches = plan_batches(lengths, token_budget=e.token_budget, **plan)
     budgets = [e.token_budget, *(int(v) for v in args.budgets.split(",") if v.strip() and int(v) != e.token_budget)]
     decode = [{"token_budget": budget, **decode_padding(lengths, plan_batches(lengths, token_budget=budget, **plan),
                                                         e.max_new_tokens)} for budget in budgets]

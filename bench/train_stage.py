@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from common import ROOT, commit_facts, profile_config, run_facts, write_result
+from common import ROOT, commit_facts, gpu_time, profile_config, run_facts, write_result
 from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
@@ -85,10 +85,8 @@ class StepClock(TrainerCallback):
         profiler, self._profiler = self._profiler, None
         profiler.__exit__(None, None, None)
         events = profiler.key_averages()
-        try:  # kernels are the events on the device; their self time is the GPU's busy time
-            kernels = [event for event in events if event.device_type.name == "CUDA"]
-            gpu = sum(event.self_device_time_total for event in kernels) / 1e6
-            launches = sum(event.count for event in kernels)
+        try:
+            gpu, launches = gpu_time(events)
             head = (f"{self.profile_steps} optimizer steps: {wall:.3f} s wall (under the profiler), {gpu:.3f} s of "
                     f"GPU kernel time ({gpu / wall:.0%} busy), {launches} kernel launches\n")
         except (AttributeError, ZeroDivisionError) as error:

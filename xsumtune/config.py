@@ -90,6 +90,7 @@ class LoraConfig:
 # torch.compile's modes: reduce-overhead and max-autotune replay each compiled layer as a CUDA graph on a GPU
 # (one recorded per distinct shape), max-autotune-no-cudagraphs tunes kernels only; on a CPU none uses graphs.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)

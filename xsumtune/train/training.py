@@ -8,9 +8,7 @@ from pathlib import Path
 import torch
 
 from xsumtune.checkpoints import claim, fingerprint, latest_complete_checkpoint, release
-from xsumtune.config import Config, ConfigError
-
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+from xsumtune.config import CUDA_GRAPH_MODES, Config, ConfigError
 from xsumtune.data.tokenization import IGNORE_INDEX
 from xsumtune.io import atomic_dir
 
