@@ -511,3 +511,80 @@ def test_the_stage_hands_prefill_tokens_to_the_graphs_loop_only(tokenizer):
     # beams leave the graphs loop for generate's static cache, which takes no prefill_tokens: not handed on
     beams = decoding_options(tiny("generate", cache="graphs", prefill_tokens=50000, num_beams=4))
     assert beams["cache_implementation"] == "static" and "prefill_tokens" not in beams
+
+
+@pytest.mark.parametrize("padding", [0.0, 0.2, 0.5])
+def test_decode_groups_are_runs_of_rows_that_skip_only_left_padding(padding):
+    from xsumtune.generate.graphs import decode_groups
+
+    draw = random.Random(3)
+    lengths = sorted((draw.randint(20, 900) for _ in range(200)), reverse=True)
+    groups = decode_groups(lengths, padding, min_rows=16)
+    assert [g.start for g in groups] == [0] + [g.stop for g in groups[:-1]] and groups[-1].stop == 200
+    width = max(lengths)
+    for g in groups:
+        rows = lengths[g.start:g.stop]
+        assert g.first_slot == width - max(rows)  # no row's prompt starts before its run's first slot
+        assert g.stop - g.start >= 16 or g is groups[-1]
+        if g.stop - g.start > 16:
+            assert min(rows) >= (1 - padding) * max(rows)
+    assert len(groups) > 2 and (padding > 0 or len(groups) == 13)  # 0: a new run every 16 rows
+    # any order: a run's first slot is still its longest row's (rows out of order just save less)
+    shuffled = random.Random(4).sample(lengths, 200)
+    assert all(g.first_slot == width - max(shuffled[g.start:g.stop]) for g in decode_groups(shuffled, 0.2))
+    assert decode_groups([50] * 40, 0.0) == [(0, 40, 0)]
+
+
+@pytest.mark.parametrize("heads", [6, 2])
+def test_decode_attention_in_groups_equals_one_call_over_every_slot(heads):
+    from types import SimpleNamespace
+    from xsumtune.generate.graphs import decode_groups, grouped_decode_attention
+
+    torch.manual_seed(0)
+    lengths = [30, 29, 27, 20, 18, 12, 11, 5]
+    slots = 30 + 4
+    query, key, value = torch.randn(8, heads, 1, 8), torch.randn(8, 2, slots, 8), torch.randn(8, 2, slots, 8)
+    mask = torch.zeros(8, 1, 1, slots, dtype=torch.bool)
+    for row, length in enumerate(lengths):
+        mask[row, :, :, 30 - length:] = True
+    module = SimpleNamespace(num_key_value_groups=heads // 2, is_causal=True)
+    groups = decode_groups(lengths, 0.2, min_rows=2)
+    assert len(groups) >= 3 and groups[-1].first_slot > 0
+    one, _ = grouped_decode_attention(module, query, key, value, mask, scaling=0.3)
+    runs, _ = grouped_decode_attention(module, query, key, value, mask, scaling=0.3, decode_groups=groups)
+    assert runs.shape == one.shape == (8, 1, heads, 8)
+    torch.testing.assert_close(runs, one)
+
+
+@pytest.mark.parametrize("which", ["lora", "grouped"])
+def test_decode_attention_in_groups_keeps_every_token(which, model, grouped_model, tokenizer):
+    """generate.decode_padding: the attention of each decode step runs in groups of rows (the kwarg reaches
+    every attention module), rows still leave the batch as they finish, and every token stays the plain loop's."""
+    from xsumtune.generate.graphs import decode_groups, greedy_decode
+
+    subject = model if which == "lora" else grouped_model
+    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())[:40]
+    encoder = PromptEncoder(tokenizer, "direct")
+    ids = sorted((encoder.encode_prompt(row["document"], 20 + 7 * i)[0] for i, row in enumerate(rows)), key=len,
+                 reverse=True)
+    input_ids, attention_mask = left_pad(ids, tokenizer.eos_token_id)
+    assert len(decode_groups([len(i) for i in ids], 0.2)) >= 2
+    seen = []
+    attention = [m for name, m in subject.named_modules() if name.endswith("self_attn")]
+    handles = [m.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("decode_groups")), with_kwargs=True)
+               for m in attention]
+    hooks = NewlineAt(subject, 13)
+    try:
+        options = dict(max_new_tokens=30, min_new_tokens=1, eos_token_id=tokenizer.eos_token_id,
+                       line_tables=line_tables(tokenizer), min_rows=1)
+        plain = greedy_decode(subject, input_ids, attention_mask, **options)
+        assert not any(seen)
+        grouped = greedy_decode(subject, input_ids, attention_mask, decode_padding=0.2, **options)
+    finally:
+        hooks.remove()
+        for handle in handles:
+            handle.remove()
+    assert grouped.tolist() == plain.tolist()
+    sizes = {g[-1].stop for g in seen if g}  # rows in the batch at each step: the groups follow the drops
+    assert len(sizes) >= 2 and max(sizes) == 40
+    assert sum(1 for g in seen if g) >= len(attention) * 10

@@ -136,6 +136,7 @@ class GenerateConfig:
     token_budget: int | None
     cache: Literal["dynamic", "static", "graphs"]  # graphs: greedy in xsumtune/generate/graphs.py, else static
     prefill_tokens: int | None  # graphs: a batch's prompts run in groups of similar length, each within this many tokens
+    decode_padding: float | None  # graphs: decode attention in runs of rows of similar length (graphs.decode_groups)
     merge_adapter: bool
     dequantize: bool  # a 4-bit base dequantized to model.compute_dtype once, before generating
     cudnn_attention: bool  # false: attention on any SDPA kernel but cuDNN's; true: PyTorch's own pick
@@ -271,6 +272,9 @@ def validate(config: Config, path: Path) -> None:
     # speed only, like cache: graphs, so decodings outside the graphs loop (beams, sampling, ...) just don't use it
     if generate.prefill_tokens is not None and generate.prefill_tokens < 1:
         fail("generate.prefill_tokens", f"must be >= 1 or null (one prefill call a batch), got {generate.prefill_tokens}")
+    if generate.decode_padding is not None and not 0 <= generate.decode_padding < 1:
+        fail("generate.decode_padding", f"must be in [0, 1) or null (every row reads every slot), got "
+             f"{generate.decode_padding}")
     if config.score.bertscore_layer is not None and config.score.bertscore_layer < 1:
         fail("score.bertscore_layer", f"must be >= 1 or null, got {config.score.bertscore_layer}")
     base = config.base

@@ -18,6 +18,7 @@ copies every key/value head once per query head it serves, for each step.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch.nn.functional import scaled_dot_product_attention
@@ -32,21 +33,53 @@ from xsumtune.generate.lines import LineTables, line_done
 GROUPED = "sdpa_grouped_decode"
 
 
+class DecodeGroup(NamedTuple):
+    """Rows start:stop of a decode batch, whose prompts all begin at or after first_slot of the static cache:
+    the slots before it are left padding for every one of them."""
+    start: int
+    stop: int
+    first_slot: int
+
+
+def decode_groups(lengths: list[int], padding: float, min_rows: int = 16) -> list[DecodeGroup]:
+    """A left-padded batch's rows (prompt lengths, in order) in runs for decode attention, each reading the
+    cache from its longest prompt's first slot on: a run ends before a row whose prompt is shorter than
+    (1 - padding) x the run's longest, once it has min_rows rows (a short run would leave the GPU idle).
+    The stage's batches are sorted longest first, so their runs are bands of similar length."""
+    width, groups, start, longest = max(lengths), [], 0, lengths[0]
+    for row in range(1, len(lengths)):
+        if lengths[row] < (1 - padding) * longest and row - start >= min_rows:
+            groups.append(DecodeGroup(start, row, width - longest))
+            start, longest = row, lengths[row]
+        longest = max(longest, lengths[row])
+    return [*groups, DecodeGroup(start, len(lengths), width - longest)]
+
+
+def _one_token_attention(query, key, value, attention_mask, scaling):
+    # repeat_kv maps query head h to key/value head h // g: h = kv * g + j, so a view groups them
+    batch, heads, _, dim = query.shape
+    grouped = query.reshape(batch, key.shape[1], heads // key.shape[1], dim)
+    output = scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask, scale=scaling)
+    return output.reshape(batch, heads, 1, dim).transpose(1, 2)
+
+
 def grouped_decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
-                             **kwargs):
+                             decode_groups: list[DecodeGroup] | None = None, **kwargs):
     """SDPA for one new token per row: the query heads that share a key/value head are that head's queries
-    (a group of g rows against the same keys), so no key or value is copied. Anything else: transformers' SDPA.
+    (a group of g rows against the same keys), so no key or value is copied. With decode_groups, each run of
+    rows reads only the slots from its first_slot on (what it skips is left padding, masked anyway): one
+    SDPA call a run. Anything else: transformers' SDPA.
 
     query [batch, heads, 1, dim]; key, value [batch, kv_heads, slots, dim]; attention_mask [batch, 1, 1, slots]."""
-    batch, heads, q_len, dim = query.shape
-    kv_heads = key.shape[1]
-    if q_len != 1 or heads == kv_heads or attention_mask is None or kwargs.get("position_bias") is not None:
+    if query.shape[2] != 1 or attention_mask is None or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    # repeat_kv maps query head h to key/value head h // g: h = kv * g + j, so a view groups them
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
-    output = scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask, scale=scaling)
-    return output.reshape(batch, heads, 1, dim).transpose(1, 2), None
+    if not decode_groups or len(decode_groups) == 1 and decode_groups[0].first_slot == 0:
+        return _one_token_attention(query, key, value, attention_mask, scaling), None
+    return torch.cat([_one_token_attention(query[g.start:g.stop], key[g.start:g.stop, :, g.first_slot:],
+                                           value[g.start:g.stop, :, g.first_slot:],
+                                           attention_mask[g.start:g.stop, :, :, g.first_slot:], scaling)
+                      for g in decode_groups]), None
 
 
 AttentionInterface.register(GROUPED, grouped_decode_attention)
@@ -124,7 +157,7 @@ class _Decoder:
     """The loop's state, on the model's device; choose() picks a token from logits, step() runs one decode step."""
 
     def __init__(self, model, cache, input_ids, attention_mask, positions, *, max_new_tokens: int, eos_token_id: int,
-                 min_new_tokens: int, line_tables: LineTables | None):
+                 min_new_tokens: int, line_tables: LineTables | None, groups: list[DecodeGroup] | None = None):
         rows, width = input_ids.shape
         device = input_ids.device
         self.model, self.cache, self.eos, self.min_new_tokens = model, cache, eos_token_id, min_new_tokens
@@ -139,6 +172,7 @@ class _Decoder:
         self.mask = torch.zeros((rows, 1, 1, width + max_new_tokens), dtype=torch.bool, device=device)
         self.mask[:, 0, 0, :width] = attention_mask.bool()
         self.line = None if line_tables is None else line_tables.to(device)
+        self.groups = groups  # decode attention's runs of rows (decode_groups), or None: every row reads every slot
         if line_tables is not None:
             self.has_text = torch.zeros(rows, dtype=torch.bool, device=device)
 
@@ -176,8 +210,9 @@ class _Decoder:
         self.positions += 1
         self.slot += 1
         self.mask.index_fill_(3, self.slot, True)
+        groups = {} if self.groups is None else {"decode_groups": self.groups}  # to the attention function
         logits = self.model(input_ids=self.next_input, attention_mask=self.mask, position_ids=self.positions,
-                            past_key_values=self.cache, use_cache=True).logits[:, -1]
+                            past_key_values=self.cache, use_cache=True, **groups).logits[:, -1]
         self.choose(logits)
 
 
@@ -185,22 +220,26 @@ class _Decoder:
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                   eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
                   check_every: int = 8, warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32,
-                  prefill_tokens: int | None = None) -> torch.Tensor:
+                  prefill_tokens: int | None = None, decode_padding: float | None = None) -> torch.Tensor:
     """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tables,
     its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
 
     At a check, if at most drop_below of the batch's rows are still running (and the batch has min_rows or
     more), the batch goes on with those rows only. On a CUDA device, `warmup` eager decode steps (on a side
     stream, as CUDA graph capture wants; one after each drop), then one captured step replayed for the rest;
-    elsewhere every step runs eagerly. prefill_tokens: see prefill."""
+    elsewhere every step runs eagerly. prefill_tokens: see prefill. decode_padding: decode attention in runs of
+    rows of similar prompt length (decode_groups), each reading the cache from its own longest prompt on;
+    None: every row reads every slot."""
     rows, width = input_ids.shape
     cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
     positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
     positions = positions.masked_fill(attention_mask == 0, 0)
     with record_function("prefill"):
         logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens)
+        lengths = None if decode_padding is None else attention_mask.sum(-1).tolist()
         decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
-                           eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables)
+                           eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables,
+                           groups=None if lengths is None else decode_groups(lengths, decode_padding))
         decoder.choose(logits)
     del logits
     cuda = input_ids.device.type == "cuda"
@@ -213,7 +252,11 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                     break
                 if left <= drop_below * running and running >= min_rows:
                     with record_function("drop finished rows"):
-                        decoder.keep(decoder.unfinished.nonzero().squeeze(1))
+                        kept = decoder.unfinished.nonzero().squeeze(1)
+                        decoder.keep(kept)
+                        if lengths is not None:
+                            lengths = [lengths[row] for row in kept.tolist()]
+                            decoder.groups = decode_groups(lengths, decode_padding)
                     if graph is not None:
                         graph.reset()
                         graph, eager_until = None, steps

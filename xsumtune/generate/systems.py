@@ -30,8 +30,10 @@ def decoding_options(config: GenerateConfig) -> dict:
         greedy = config.num_beams == 1 and not config.do_sample and not config.no_repeat_ngram_size and \
             config.mbr_candidates == 1
         options["cache_implementation"] = "static" if config.cache == "graphs" and not greedy else config.cache
-        if options["cache_implementation"] == "graphs" and config.prefill_tokens is not None:
-            options["prefill_tokens"] = config.prefill_tokens
+        if options["cache_implementation"] == "graphs":
+            for key in ("prefill_tokens", "decode_padding"):
+                if getattr(config, key) is not None:
+                    options[key] = getattr(config, key)
     return options
 
 

@@ -1,0 +1,140 @@
+"""One decode step's attention, on the shapes a profile's generate stage makes: which kernel, and how much of
+the static cache it reads.
+
+The sample's test articles go through the stage's build_prompts and plan_batches (the profile's batch size,
+token budget, max_new_tokens); each batch gives one decode step's query [rows, heads, 1, head_dim] and its
+static cache [rows, kv_heads, longest prompt + max_new_tokens, head_dim], filled (mask true) from each row's
+first prompt slot to the step --step. Random bf16 values: a kernel's time doesn't depend on them.
+
+Timed per batch and way, each as one CUDA graph replayed --reps times (as the graphs loop runs it), median of
+three timings: the stage's decode attention (xsumtune.generate.graphs.grouped_decode_attention) under each SDPA
+backend (`default`: PyTorch's pick) x the profile's generate.decode_padding and each --padding value (None:
+one call over every slot). Every way's output is compared with the math backend's over every slot.
+
+    python bench/decode_attention.py --profile smol --tokenizer models/tokenizers/smollm2 \\
+        --arch models/configs/smollm2-135m
+"""
+from __future__ import annotations
+
+import argparse
+from contextlib import nullcontext
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from common import ROOT, commit_facts, profile_config, run_facts, write_result, xsum_test_rows
+from xsumtune.data.tokenization import load_tokenizer
+from xsumtune.generate.generation import plan_batches
+from xsumtune.generate.graphs import decode_groups, grouped_decode_attention
+from xsumtune.generate.systems import build_prompts
+
+BACKENDS = {"default": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+            "math": SDPBackend.MATH}
+
+
+class _Module:  # what grouped_decode_attention reads of the attention module
+    is_causal = True
+    training = False
+
+
+def graph_time(run, reps: int) -> float:
+    """Milliseconds per call of run(), captured as one CUDA graph and replayed reps times (median of 3)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    times = []
+    for _ in range(3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / reps)
+    graph.reset()
+    return round(statistics.median(times), 4)
+
+
+def batch_case(lengths: list[int], max_new_tokens: int, step: int, heads: int, kv_heads: int, dim: int):
+    rows, width = len(lengths), max(lengths)
+    slots = width + max_new_tokens
+    query = torch.randn(rows, heads, 1, dim, device="cuda", dtype=torch.bfloat16)
+    key = torch.randn(rows, kv_heads, slots, dim, device="cuda", dtype=torch.bfloat16)
+    value = torch.randn_like(key)
+    mask = torch.zeros(rows, 1, 1, slots, dtype=torch.bool, device="cuda")
+    for row, length in enumerate(lengths):
+        mask[row, 0, 0, width - length:width + step] = True
+    return query, key, value, mask
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="smol")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--tokenizer", help="a tokenizer directory (default: the profile's model.tokenizer)")
+    parser.add_argument("--arch", help="a model config directory (default: the profile's model.name)")
+    parser.add_argument("--padding", default="0.1,0.2,0.3", help="comma-separated decode_padding values")
+    parser.add_argument("--step", type=int, default=30, help="new tokens in the cache so far")
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--commit")
+    parser.add_argument("--name", default="")
+    parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    config = profile_config(args.profile, tuple(args.overrides))
+    if args.tokenizer:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                       tokenizer=str(ROOT / args.tokenizer)))
+    arch = json.loads((Path(ROOT / (args.arch or config.model.name)) / "config.json").read_text())
+    heads, kv_heads = arch["num_attention_heads"], arch.get("num_key_value_heads") or arch["num_attention_heads"]
+    dim = arch.get("head_dim") or arch["hidden_size"] // heads
+    tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
+    lengths = [len(p["prompt_ids"]) for p in build_prompts(config, tokenizer, xsum_test_rows())]
+    e = config.generate
+    batches = plan_batches(lengths, batch_size=e.batch_size, token_budget=e.token_budget,
+                           max_new_tokens=e.max_new_tokens, sort_by_length=e.sort_by_length, copies=e.mbr_candidates)
+    paddings = [e.decode_padding, *(float(v) for v in args.padding.split(",") if v.strip())]
+    module = _Module()
+    results = []
+    for batch in batches:
+        rows = [lengths[i] for i in batch]
+        query, key, value, mask = batch_case(rows, e.max_new_tokens, args.step, heads, kv_heads, dim)
+        with sdpa_kernel([SDPBackend.MATH]):
+            reference = grouped_decode_attention(module, query, key, value, mask)[0].float()
+        ways = {}
+        for backend in BACKENDS:
+            for padding in paddings:
+                groups = decode_groups(rows, padding) if padding is not None else None
+                def run(groups=groups, case=(query, key, value, mask), backend=backend):
+                    with nullcontext() if backend == "default" else sdpa_kernel([BACKENDS[backend]]):
+                        return grouped_decode_attention(module, *case, decode_groups=groups)[0]
+                way = f"{backend}-{padding}"
+                try:
+                    out = run().float()
+                    ways[way] = {"ms": graph_time(run, args.reps), "groups": None if groups is None else len(groups),
+                                 "slots_read": sum((g.stop - g.start) * (key.shape[2] - g.first_slot) for g in groups)
+                                 if groups else len(rows) * key.shape[2],
+                                 "max_abs_diff_vs_math": round(float((out - reference).abs().max()), 5)}
+                except RuntimeError as error:
+                    ways[way] = {"error": str(error).splitlines()[0][:200]}
+                    torch.cuda.synchronize()
+        results.append({"rows": len(rows), "slots": key.shape[2], "filled": sum(rows) + len(rows) * args.step,
+                        "ways": ways})
+        print(json.dumps(results[-1]))
+    name = f"decode_attention_{args.profile}{'-' + args.name if args.name else ''}"
+    write_result(Path(args.out_dir) / f"{name}.json", {
+        "bench": "decode_attention", "profile": args.profile, "overrides": args.overrides,
+        **commit_facts(args.commit), "heads": heads, "kv_heads": kv_heads, "head_dim": dim, "step": args.step,
+        "reps": args.reps, "batches": results, **run_facts()})
+
+
+if __name__ == "__main__":
+    main()
