@@ -25,7 +25,7 @@ from common import ROOT, commit_facts, profile_config, run_facts, write_result
 from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
-from xsumtune.train.training import (CompletionCollator, compile_layers, labelled_logits_trainer, to_dataset,
+from xsumtune.train.training import (CompletionCollator, labelled_logits_trainer, prepare_steps, to_dataset,
                                      training_arguments)
 
 
@@ -67,10 +67,9 @@ class CountingCollator(CompletionCollator):
 def train_once(config, tokenizer, rows, trainer_class, steps: int, warmup: int) -> dict:
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed,
                        config.train.gradient_checkpointing)
-    if config.train.compile:
-        compile_layers(model, config.train.compile_mode)  # as train_adapter does
+    collator = prepare_steps(config, model, tokenizer.pad_token_id,  # as train_adapter does
+                             CountingCollator(tokenizer.pad_token_id, config.train.pad_to_multiple_of))
     clock = Clock(warmup)
-    collator = CountingCollator(tokenizer.pad_token_id, config.train.pad_to_multiple_of)
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(config, scratch)
         args.max_steps, args.logging_steps, args.save_strategy, args.eval_strategy = steps, 1, "no", "no"

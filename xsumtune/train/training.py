@@ -145,8 +145,7 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     made by the same run (resume_key), then writes the adapter and the dvclive metrics and plots.
     callbacks (Trainer callbacks) and collator (a CompletionCollator) let a benchmark time this code."""
     args = training_arguments(config, checkpoint_dir)
-    if config.train.compile:
-        compile_layers(model, config.train.compile_mode)
+    collator = prepare_steps(config, model, tokenizer.pad_token_id, collator)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
     trainer = labelled_logits_trainer(config.train)(
@@ -154,7 +153,7 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
         args=args,
         train_dataset=to_dataset(train_rows),
         eval_dataset=to_dataset(validation_rows),
-        data_collator=collator or CompletionCollator(tokenizer.pad_token_id, config.train.pad_to_multiple_of),
+        data_collator=collator,
         callbacks=list(callbacks),
     )
     resume_from = latest_complete_checkpoint(checkpoint_dir)
@@ -178,6 +177,14 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
         save_adapter(model, tokenizer, adapter_dir)
         release(checkpoint_dir)
     return metrics
+
+
+def prepare_steps(config: Config, model, pad_token_id: int, collator=None):
+    """What a training step runs on, as the train params set it: each decoder layer compiled (train.compile,
+    train.compile_mode), and the collator (given, else a CompletionCollator padding to train.pad_to_multiple_of)."""
+    if config.train.compile:
+        compile_layers(model, config.train.compile_mode)
+    return collator or CompletionCollator(pad_token_id, config.train.pad_to_multiple_of)
 
 
 def compile_layers(model, mode: str = "default") -> int:
