@@ -16,6 +16,8 @@ runs the last cache's stage way once more under torch.profiler and writes where 
 
     python bench/generate_stage.py --profile smol --model-config models/configs/smollm2-135m --name smol
     python bench/generate_stage.py --profile phi2-random --name phi2-random
+    python bench/generate_stage.py --profile smol --model-config models/configs/smollm2-135m --caches graphs,candidate \
+        --candidate generate.decode_padding=0.2 --name smol-decode-padding   # a graphs param against graphs
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import statistics
 import time
 
 import torch
+import yaml
 
 from common import ROOT, commit_facts, gpu_time, profile_config, run_facts, write_result, xsum_test_rows
 from generate_throughput import equality
@@ -59,7 +62,11 @@ def main():
     parser.add_argument("--weights", help="a model directory with real weights (default: random weights)")
     parser.add_argument("--keep-finished", action="store_true", help="graphs: finished rows stay in the batch "
                         "to its end (the loop before rows were dropped), for comparison")
-    parser.add_argument("--caches", default="static,graphs")
+    parser.add_argument("--caches", default="static,graphs", help="static, graphs, and candidate: graphs with "
+                        "the --candidate generate params")
+    parser.add_argument("--candidate", action="append", default=[], metavar="generate.KEY=VALUE",
+                        help="a generate param for the candidate cache (repeatable); its tokens are compared "
+                        "with graphs' (run it after graphs)")
     parser.add_argument("--ways", default="stage,forced")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--articles", type=int, help="the first N test articles only (default: all)")
@@ -100,8 +107,12 @@ def main():
               "prompt_tokens_max": max(lengths), "max_new_tokens": e.max_new_tokens,
               "token_budget": e.token_budget, "batch_size": e.batch_size, **run_facts(), "runs": {}}
 
+    candidate = {key.removeprefix("generate."): yaml.safe_load(value)
+                 for key, value in (item.split("=", 1) for item in args.candidate)}
+
     def way(cache: str, how: str):
-        generate = dataclasses.replace(e, cache=cache)
+        generate = dataclasses.replace(e, **candidate, cache="graphs") if cache == "candidate" else \
+            dataclasses.replace(e, cache=cache)
         if how == "stage":
             return lambda: run_system(dataclasses.replace(config, generate=generate), model, tokenizer, prompts,
                                       f"{cache} stage")
@@ -129,8 +140,9 @@ def main():
                    "natural_stops": sum(not r.stopped_by_cap for r in results),
                    "failed": sum(r.error is not None for r in results),
                    "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if CUDA else None}
-            if (how, "static") in outputs and cache != "static":
-                run.update(equality(model, prompts, outputs[(how, "static")], results))
+            reference = "graphs" if cache == "candidate" else "static"
+            if (how, reference) in outputs and cache != reference:
+                run.update({"compared_with": reference, **equality(model, prompts, outputs[(how, reference)], results)})
             record["runs"][f"{how}/{cache}"] = run
             print(f"{args.name} {how}/{cache}: {run}", flush=True)
     write_result(f"{args.out_dir}/generate_stage_{args.name}.json", record)
