@@ -409,19 +409,20 @@ def test_graph_decoding_stops_at_eos_and_takes_no_option_it_would_ignore(tokeniz
                        no_repeat_ngram_size=3)
 
 
-def test_grouped_decode_attention_equals_sdpa_with_repeated_heads():
+@pytest.mark.parametrize("heads", [6, 2])  # grouped-query (3 query heads a key/value head), and multi-head
+def test_grouped_decode_attention_equals_sdpa_with_repeated_heads(heads):
     from types import SimpleNamespace
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from xsumtune.generate.graphs import grouped_decode_attention
 
     torch.manual_seed(0)
-    query, key, value = torch.randn(3, 6, 1, 8), torch.randn(3, 2, 10, 8), torch.randn(3, 2, 10, 8)
+    query, key, value = torch.randn(3, heads, 1, 8), torch.randn(3, 2, 10, 8), torch.randn(3, 2, 10, 8)
     mask = torch.rand(3, 1, 1, 10) > 0.3
     mask[:, :, :, 0] = True
-    module = SimpleNamespace(num_key_value_groups=3, is_causal=True)
+    module = SimpleNamespace(num_key_value_groups=heads // 2, is_causal=True)
     grouped, _ = grouped_decode_attention(module, query, key, value, mask, scaling=0.3)
     plain, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
-    assert grouped.shape == plain.shape == (3, 1, 6, 8)
+    assert grouped.shape == plain.shape == (3, 1, heads, 8)
     torch.testing.assert_close(grouped, plain)
 
 
