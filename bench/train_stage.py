@@ -3,7 +3,9 @@
 Each repetition does what stages/train.py does (the profile's tokenizer, base model, LoRA and
 `train_adapter`, with the preprocess stage's own rows) for `--epochs` whole epochs (default 1: every
 epoch's steps are alike) and times every optimizer step after `--warmup` of them: so every length the
-data holds, in the sampler's order. `--profile-steps` then runs once more to write the top operators of
+data holds, in the sampler's order. Each repetition also gives each epoch's real tokens/s apart and the median
+step's seconds: with `train.compile_mode: reduce-overhead` the first epoch records a CUDA graph per batch shape
+and later ones replay them (`--epochs 3 --reps 1` shows both). `--profile-steps` then runs once more to write the top operators of
 3 steps and the share of their wall time the GPU was busy; that run is not one of the timed repetitions
 (with the profiler attached, the whole run slowed to about half speed on an H200). A step's time is
 wall time from the end of the step before it to its own end: data loading, collation, logging and host
@@ -22,6 +24,7 @@ The profile's model.name must exist: for `models/base`, run the base_model stage
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -124,9 +127,18 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
     rows = sum(b[1] for step in batches for b in step)
     padded = sum(b[2] for step in batches for b in step)
     del model
+    # each epoch's timed steps on their own: with CUDA-graph layers the first epoch records, the others replay
+    per_epoch_steps = math.ceil(math.ceil(len(train_rows) / config.train.batch_size) / config.train.grad_accum)
+    per_epoch = []
+    for epoch in range(math.ceil(steps / per_epoch_steps)):
+        steps_in = [(i, batch) for i, batch in zip(timed, batches) if i // per_epoch_steps == epoch]
+        span = sum(clock.ends[i] - clock.ends[i - 1] for i, _ in steps_in)
+        per_epoch.append(round(sum(b[0] for _, step in steps_in for b in step) / span) if span else None)
     return {
         "optimizer_steps": steps, "timed_steps": len(timed), "timed_seconds": round(seconds, 2),
         "real_tokens_per_s": round(real / seconds), "samples_per_s": round(rows / seconds, 2),
+        "real_tokens_per_s_by_epoch": per_epoch,
+        "step_seconds_median": round(statistics.median(clock.ends[i] - clock.ends[i - 1] for i in timed), 4),
         "padding_share": round(1 - real / padded, 3), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0, 2),
         "stage_seconds": round(total, 1), "train_loss": round(metrics["train_loss"], 4),
         "eval_loss": round(metrics["eval_loss"], 4),
@@ -153,8 +165,10 @@ def main():
     check_runtime(config, processes=1)
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     splits, _ = prepare_splits(config, tokenizer)  # the preprocess stage's rows
-    reps = [repetition(config, tokenizer, splits["train"], splits["validation"], args.warmup)
-            for _ in range(args.reps)]
+    reps = []
+    for _ in range(args.reps):  # each printed as it ends: a run cut short still tells what it measured
+        reps.append(repetition(config, tokenizer, splits["train"], splits["validation"], args.warmup))
+        print(f"{args.name} repetition {len(reps)}: {reps[-1]}", flush=True)
     if args.profile_steps:  # a run of its own: under the profiler a whole run slows down, not only its steps
         repetition(config, tokenizer, splits["train"], splits["validation"], args.warmup,
                    f"{args.out_dir}/train_stage_{args.name}_profile.txt")
