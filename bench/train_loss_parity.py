@@ -21,12 +21,11 @@ import time
 import torch
 from transformers import Trainer, TrainerCallback
 
-from common import ROOT, commit_facts, profile_config, run_facts, write_result
+from common import ROOT, CountingCollator, commit_facts, profile_config, run_facts, write_result
 from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
-from xsumtune.train.training import (CompletionCollator, labelled_logits_trainer, prepare_steps, to_dataset,
-                                     training_arguments)
+from xsumtune.train.training import labelled_logits_trainer, prepare_steps, to_dataset, training_arguments
 
 
 def sync() -> None:
@@ -50,25 +49,11 @@ class Clock(TrainerCallback):
             self.times.append(time.perf_counter() - self.start)
 
 
-class CountingCollator(CompletionCollator):
-    """Counts the real and the padded tokens of every batch it builds."""
-
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
-        super().__init__(pad_token_id, pad_to_multiple_of)
-        self.real, self.padded = 0, 0
-
-    def __call__(self, examples):
-        batch = super().__call__(examples)
-        self.real += int(batch["attention_mask"].sum())
-        self.padded += batch["attention_mask"].numel()
-        return batch
-
-
 def train_once(config, tokenizer, rows, trainer_class, steps: int, warmup: int) -> dict:
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed,
                        config.train.gradient_checkpointing)
     collator = prepare_steps(config, model, tokenizer.pad_token_id,  # as train_adapter does
-                             CountingCollator(tokenizer.pad_token_id, config.train.pad_to_multiple_of))
+                             CountingCollator(tokenizer.pad_token_id, rows, config.train.pad_to_multiple_of))
     clock = Clock(warmup)
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(config, scratch)
@@ -80,11 +65,12 @@ def train_once(config, tokenizer, rows, trainer_class, steps: int, warmup: int) 
         trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     timed = sum(clock.times)
-    per_step_tokens = collator.real / max(trainer.state.global_step, 1)
+    real, padded = sum(b[0] for b in collator.batches), sum(b[2] for b in collator.batches)
+    per_step_tokens = real / max(trainer.state.global_step, 1)
     return {"losses": losses, "steps": trainer.state.global_step, "timed_steps": len(clock.times),
             "seconds_per_step_median": round(sorted(clock.times)[len(clock.times) // 2], 4),
             "real_tokens_per_s": round(per_step_tokens * len(clock.times) / timed, 1),
-            "padding_share": round(1 - collator.real / collator.padded, 4),
+            "padding_share": round(1 - real / padded, 4),
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None}
 
 

@@ -33,29 +33,14 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from common import ROOT, commit_facts, gpu_time, profile_config, run_facts, write_result
+from common import ROOT, CountingCollator, commit_facts, gpu_time, profile_config, run_facts, write_result
 from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
 from xsumtune.model.runtime import check_runtime
-from xsumtune.train.training import CompletionCollator, train_adapter
+from xsumtune.train.training import train_adapter
 
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
-
-
-class CountingCollator(CompletionCollator):
-    """The stage's collator, logging the real tokens and rows of each training batch (not evaluation's:
-    a training batch holds the training rows' own token lists)."""
-
-    def __init__(self, pad_token_id: int, train_rows: list[dict], pad_to_multiple_of: int | None = None):
-        super().__init__(pad_token_id, pad_to_multiple_of)
-        self.train_ids, self.batches = {id(row["input_ids"]) for row in train_rows}, []
-
-    def __call__(self, examples):
-        batch = super().__call__(examples)
-        if id(examples[0]["input_ids"]) in self.train_ids:
-            self.batches.append((int(batch["attention_mask"].sum()), len(examples), batch["input_ids"].numel()))
-        return batch
 
 
 class StepClock(TrainerCallback):
