@@ -40,6 +40,19 @@ def xsum_test_rows() -> list[dict]:
     return load_split(str(ROOT / "data" / "sample"), "test", "error", Report())
 
 
+def stage_prompts(profile: str, overrides: tuple[str, ...] = (), tokenizer_dir: str | None = None):
+    """(params, tokenizer, prompts): a profile's params (model.tokenizer replaced by tokenizer_dir, a path in the
+    repository, if given), its tokenizer, and the generate stage's prompts for the sample's test articles."""
+    from xsumtune.data.tokenization import load_tokenizer
+    from xsumtune.generate.systems import build_prompts
+
+    config = profile_config(profile, tuple(overrides))
+    if tokenizer_dir:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, tokenizer=str(ROOT / tokenizer_dir)))
+    tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
+    return config, tokenizer, build_prompts(config, tokenizer, xsum_test_rows())
+
+
 def cycle_seeded(rows: list, count: int, seed: int = 0) -> list:
     """count items drawn by cycling a seeded shuffle of rows: the sample's length distribution, repeated."""
     order = rows[:]

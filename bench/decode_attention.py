@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 from contextlib import nullcontext
-import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -26,11 +25,9 @@ from pathlib import Path
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import ROOT, commit_facts, profile_config, run_facts, write_result, xsum_test_rows
-from xsumtune.data.tokenization import load_tokenizer
+from common import ROOT, commit_facts, run_facts, stage_prompts, write_result
 from xsumtune.generate.generation import plan_batches
 from xsumtune.generate.graphs import decode_groups, grouped_decode_attention
-from xsumtune.generate.systems import build_prompts
 
 BACKENDS = {"default": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
             "math": SDPBackend.MATH}
@@ -89,15 +86,11 @@ def main():
     parser.add_argument("--name", default="")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
-    config = profile_config(args.profile, tuple(args.overrides))
-    if args.tokenizer:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                       tokenizer=str(ROOT / args.tokenizer)))
+    config, _, prompts = stage_prompts(args.profile, args.overrides, args.tokenizer)
     arch = json.loads((Path(ROOT / (args.arch or config.model.name)) / "config.json").read_text())
     heads, kv_heads = arch["num_attention_heads"], arch.get("num_key_value_heads") or arch["num_attention_heads"]
     dim = arch.get("head_dim") or arch["hidden_size"] // heads
-    tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
-    lengths = [len(p["prompt_ids"]) for p in build_prompts(config, tokenizer, xsum_test_rows())]
+    lengths = [len(p["prompt_ids"]) for p in prompts]
     e = config.generate
     batches = plan_batches(lengths, batch_size=e.batch_size, token_budget=e.token_budget,
                            max_new_tokens=e.max_new_tokens, sort_by_length=e.sort_by_length, copies=e.mbr_candidates)

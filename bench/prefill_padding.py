@@ -29,11 +29,9 @@ import time
 
 import torch
 
-from common import ROOT, commit_facts, cycle_seeded, profile_config, run_facts, write_result, xsum_test_rows
-from xsumtune.data.tokenization import load_tokenizer
+from common import ROOT, commit_facts, cycle_seeded, run_facts, stage_prompts, write_result
 from xsumtune.generate.generation import left_pad, plan_batches
 from xsumtune.generate.graphs import prefill, prefill_groups
-from xsumtune.generate.systems import build_prompts
 
 
 def decode_padding(lengths: list[int], batches: list[list[int]], max_new_tokens: int) -> dict:
@@ -110,12 +108,8 @@ def main():
     parser.add_argument("--commit")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "prefill_padding.json"))
     args = parser.parse_args()
-    config = profile_config(args.profile, tuple(args.overrides))
-    if args.tokenizer:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                       tokenizer=str(ROOT / args.tokenizer)))
-    tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
-    lengths = [len(p["prompt_ids"]) for p in build_prompts(config, tokenizer, xsum_test_rows())]
+    config, tokenizer, prompts = stage_prompts(args.profile, args.overrides, args.tokenizer)
+    lengths = [len(p["prompt_ids"]) for p in prompts]
     e = config.generate
     plan = dict(batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, sort_by_length=e.sort_by_length,
                 copies=e.mbr_candidates)
@@ -126,9 +120,8 @@ def main():
     values = [None if v.strip() == "none" else int(v) for v in args.prefill_tokens.split(",")]
     timing = {}
     if args.weights:
-        prompts = [p["prompt_ids"] for p in cycle_seeded(build_prompts(config, tokenizer, xsum_test_rows()),
-                                                          args.time_articles)]
-        timing = {"timed": time_prefill(config, args.weights, prompts, tokenizer.eos_token_id,
+        drawn = [p["prompt_ids"] for p in cycle_seeded(prompts, args.time_articles)]
+        timing = {"timed": time_prefill(config, args.weights, drawn, tokenizer.eos_token_id,
                                         args.time_prefill_tokens, args.reps)}
     write_result(args.out, {
         "bench": "prefill_padding", "profile": args.profile, "overrides": args.overrides, **commit_facts(args.commit),
