@@ -19,7 +19,6 @@ from xsumtune.config import Config, load_config  # noqa: E402
 from xsumtune.data.sources import Report, load_split  # noqa: E402
 from xsumtune.data.tokenization import IGNORE_INDEX  # noqa: E402
 from xsumtune.model.loading import apply_lora, load_base_model  # noqa: E402
-from xsumtune.train.training import CompletionCollator  # noqa: E402
 
 TOKENIZER = str(ROOT / "models" / "tokenizers" / "phi-2")
 PHI2 = str(ROOT / "models" / "configs" / "phi-2")
@@ -87,18 +86,19 @@ def per_example_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return losses.sum(1) / (labels != IGNORE_INDEX).sum(1)
 
 
-class CountingCollator(CompletionCollator):
-    """The stage's collator, logging (real tokens, rows, padded tokens) of each training batch (not evaluation's:
-    a training batch holds the training rows' own token lists)."""
+class CountingCollator:
+    """Wraps the stage's collator, logging (real tokens, articles, tokens with padding) of each training batch
+    (not evaluation's: a training batch holds the training rows' own token lists, packed or not)."""
 
-    def __init__(self, pad_token_id: int, train_rows: list[dict], pad_to_multiple_of: int | None = None):
-        super().__init__(pad_token_id, pad_to_multiple_of)
-        self.train_ids, self.batches = {id(row["input_ids"]) for row in train_rows}, []
+    def __init__(self, collator, train_rows: list[dict]):
+        self.collator, self.train_ids, self.batches = collator, {id(row["input_ids"]) for row in train_rows}, []
 
     def __call__(self, examples):
-        batch = super().__call__(examples)
-        if id(examples[0]["input_ids"]) in self.train_ids:
-            self.batches.append((int(batch["attention_mask"].sum()), len(examples), batch["input_ids"].numel()))
+        batch = self.collator(examples)
+        rows = [ids for example in examples
+                for ids in (example["input_ids"] if isinstance(example["input_ids"][0], list) else [example["input_ids"]])]
+        if id(rows[0]) in self.train_ids:
+            self.batches.append((sum(map(len, rows)), len(rows), batch["input_ids"].numel()))
         return batch
 
 

@@ -38,7 +38,7 @@ from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
 from xsumtune.model.runtime import check_runtime
-from xsumtune.train.training import train_adapter
+from xsumtune.train.training import train_adapter, training_sets
 
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
 
@@ -97,12 +97,18 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
         torch.cuda.reset_peak_memory_stats()
     model = load_base_model(config.model, config.seed)
     model = apply_lora(model, config.lora, config.seed, config.train.gradient_checkpointing)
-    collator, clock = CountingCollator(tokenizer.pad_token_id, train_rows, config.train.pad_to_multiple_of), StepClock(profile_to, profile_from=warmup + 1)
+    counting, clock = [], StepClock(profile_to, profile_from=warmup + 1)
+
+    def count(collator):
+        counting.append(CountingCollator(collator, train_rows))
+        return counting[-1]
+
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         metrics = train_adapter(config, model, tokenizer, train_rows, validation_rows, f"{scratch}/adapter",
-                                f"{scratch}/live", f"{scratch}/checkpoints", callbacks=[clock], collator=collator)
+                                f"{scratch}/live", f"{scratch}/checkpoints", callbacks=[clock], wrap_collator=count)
         total = time.perf_counter() - started
+    collator = counting[0]
     per_step = config.train.grad_accum
     steps = len(clock.ends)
     timed = [i for i in range(warmup + 1, steps) if i not in clock.skipped]
@@ -113,7 +119,8 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
     padded = sum(b[2] for step in batches for b in step)
     del model
     # each epoch's timed steps on their own: with CUDA-graph layers the first epoch records, the others replay
-    per_epoch_steps = math.ceil(math.ceil(len(train_rows) / config.train.batch_size) / config.train.grad_accum)
+    per_epoch_steps = math.ceil(math.ceil(len(training_sets(config, train_rows)) / config.train.batch_size)
+                                / config.train.grad_accum)
     per_epoch = []
     for epoch in range(math.ceil(steps / per_epoch_steps)):
         steps_in = [(i, batch) for i, batch in zip(timed, batches) if i // per_epoch_steps == epoch]

@@ -112,6 +112,7 @@ class TrainConfig:
     compile_mode: str  # torch.compile's mode for those layers: default | reduce-overhead (CUDA graphs) | max-autotune...
     pad_to_multiple_of: int | None  # training batches padded to a multiple of this length: fewer distinct shapes
     padding_mask: bool  # false: right-padded rows train without an attention mask (causal attention, same losses)
+    pack_tokens: int | None  # articles packed end to end in rows of this many tokens, each attending to itself only
     logging_steps: int
     save_steps: int  # optimizer steps between checkpoints a killed run resumes from
     processes: int  # DDP processes (one a GPU) launched by torchrun; global batch = batch x accum x processes
@@ -302,6 +303,12 @@ def validate(config: Config, path: Path) -> None:
              "decoder layers are compiled with)")
     if config.train.pad_to_multiple_of is not None and config.train.pad_to_multiple_of < 1:
         fail("train.pad_to_multiple_of", f"must be >= 1 or null (off), got {config.train.pad_to_multiple_of}")
+    if config.train.pack_tokens is not None:
+        if config.train.pack_tokens < config.prompt.max_seq_len:
+            fail("train.pack_tokens", f"must be >= prompt.max_seq_len ({config.prompt.max_seq_len}): every article "
+                 f"fits in one pack; got {config.train.pack_tokens}")
+        if config.train.group_by_length:
+            fail("train.group_by_length", "must be false with train.pack_tokens: packs are drawn whole, in random order")
     if not 0.0 <= config.train.label_smoothing < 1.0:
         fail("train.label_smoothing", f"must be in [0, 1), got {config.train.label_smoothing}")
     if config.train.neftune_alpha is not None and config.train.neftune_alpha <= 0:

@@ -11,6 +11,7 @@ from xsumtune.checkpoints import claim, fingerprint, latest_complete_checkpoint,
 from xsumtune.config import CUDA_GRAPH_MODES, Config, ConfigError
 from xsumtune.data.tokenization import IGNORE_INDEX
 from xsumtune.io import atomic_dir
+from xsumtune.train.packing import PackedCollator, pack_rows, packed_inputs, use_packed_attention
 
 
 class CompletionCollator:
@@ -123,7 +124,8 @@ class LabelledLogitsLoss:
         hook = head.register_forward_pre_hook(lambda _, args: (args[0][rows, cols].unsqueeze(0), *args[1:]))
         try:
             outputs = model(input_ids=inputs["input_ids"],
-                            attention_mask=inputs["attention_mask"] if self.padding_mask else None)
+                            attention_mask=inputs.get("attention_mask") if self.padding_mask else None,
+                            **packed_inputs(inputs))
         finally:
             hook.remove()
         smoothing = self.label_smoothing if model.training else 0.0
@@ -140,19 +142,21 @@ class LabelledLogitsLoss:
 
 def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], validation_rows: list[dict],
                   adapter_dir: str, live_dir: str, checkpoint_dir: str, resume_key: str = "",
-                  callbacks: tuple = (), collator=None) -> dict:
+                  callbacks: tuple = (), wrap_collator=None) -> dict:
     """Trains the LoRA adapter, resuming from the last complete checkpoint in checkpoint_dir when it was
     made by the same run (resume_key), then writes the adapter and the dvclive metrics and plots.
-    callbacks (Trainer callbacks) and collator (a CompletionCollator) let a benchmark time this code."""
+    callbacks (Trainer callbacks) and wrap_collator (called with the stage's collator, returns the one to use)
+    let a benchmark time this code."""
     args = training_arguments(config, checkpoint_dir)
-    collator = prepare_steps(config, model, tokenizer.pad_token_id, collator)
+    train_set, eval_set = training_sets(config, train_rows), training_sets(config, validation_rows)
+    collator = prepare_steps(config, model, tokenizer.pad_token_id, train_set + eval_set, wrap_collator)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
     trainer = labelled_logits_trainer(config.train)(
         model=model,
         args=args,
-        train_dataset=to_dataset(train_rows),
-        eval_dataset=to_dataset(validation_rows),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
         data_collator=collator,
         callbacks=list(callbacks),
     )
@@ -179,12 +183,26 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     return metrics
 
 
-def prepare_steps(config: Config, model, pad_token_id: int, collator=None):
+def training_sets(config: Config, rows: list[dict]) -> list[dict]:
+    """The examples Trainer draws batches from: the rows, or with train.pack_tokens their packs (pack_rows)."""
+    if config.train.pack_tokens:
+        return pack_rows(rows, config.train.pack_tokens, config.seed)
+    return to_dataset(rows)
+
+
+def prepare_steps(config: Config, model, pad_token_id: int, examples: list[dict], wrap_collator=None):
     """What a training step runs on, as the train params set it: each decoder layer compiled (train.compile,
-    train.compile_mode), and the collator (given, else a CompletionCollator padding to train.pad_to_multiple_of)."""
+    train.compile_mode), packed attention (train.pack_tokens), and the collator: a PackedCollator sized by every
+    example it will see (examples: training_sets' training and evaluation ones), else a CompletionCollator
+    padding to train.pad_to_multiple_of; passed through wrap_collator where given (a benchmark's count)."""
     if config.train.compile:
         compile_layers(model, config.train.compile_mode)
-    return collator or CompletionCollator(pad_token_id, config.train.pad_to_multiple_of)
+    if config.train.pack_tokens:
+        use_packed_attention(model)
+        collator = PackedCollator(pad_token_id, config.train.pack_tokens, examples)
+    else:
+        collator = CompletionCollator(pad_token_id, config.train.pad_to_multiple_of)
+    return wrap_collator(collator) if wrap_collator else collator
 
 
 def compile_layers(model, mode: str = "default") -> int:
