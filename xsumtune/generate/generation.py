@@ -14,6 +14,8 @@ from xsumtune.generate.lines import LineTables, line_done, line_tables
 from xsumtune.generate.mbr import select
 from xsumtune.generate.records import Generated
 
+GRAPHS_OPTIONS = ("prefill_tokens", "decode_padding")  # generate params only the graphs loop takes (greedy_decode's)
+
 
 def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(prompt) for prompt in prompts)
@@ -123,7 +125,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
     input_ids, attention_mask = left_pad(prompts, eos)
     device = next(model.parameters()).device
     if decoding.get("cache_implementation") == "graphs":  # the project's own greedy loop
-        loop = ("cache_implementation", "min_new_tokens", "prefill_tokens", "decode_padding")
+        loop = ("cache_implementation", "min_new_tokens", *GRAPHS_OPTIONS)
         other = {k: v for k, v in decoding.items() if k not in loop and (k, v) not in (("num_beams", 1), ("do_sample", False))}
         if other:
             raise ValueError(f"cache_implementation graphs decodes greedily and takes no {', '.join(sorted(other))}")
@@ -131,8 +133,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
             return greedy_decode(model, input_ids.to(device), attention_mask.to(device), max_new_tokens=max_new_tokens,
                                  eos_token_id=eos, min_new_tokens=decoding.get("min_new_tokens", 0),
                                  line_tables=line_tables(tokenizer) if stop_at_line_end else None,
-                                 prefill_tokens=decoding.get("prefill_tokens"),
-                                 decode_padding=decoding.get("decode_padding")).tolist()
+                                 **{key: decoding.get(key) for key in GRAPHS_OPTIONS}).tolist()
     if decoding.get("cache_implementation") == "static":
         decoding = {key: value for key, value in decoding.items() if key != "cache_implementation"}
         # Sized to this batch. generate's own static cache is as long as the longest it has made on this

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from xsumtune.config import Config, GenerateConfig
 from xsumtune.data.tokenization import PromptEncoder
-from xsumtune.generate.generation import generate_summaries
+from xsumtune.generate.generation import GRAPHS_OPTIONS, generate_summaries
 from xsumtune.generate.log import GeneratedLog
 from xsumtune.generate.records import Generated
 
@@ -31,7 +31,7 @@ def decoding_options(config: GenerateConfig) -> dict:
             config.mbr_candidates == 1
         options["cache_implementation"] = "static" if config.cache == "graphs" and not greedy else config.cache
         if options["cache_implementation"] == "graphs":
-            for key in ("prefill_tokens", "decode_padding"):
+            for key in GRAPHS_OPTIONS:
                 if getattr(config, key) is not None:
                     options[key] = getattr(config, key)
     return options
