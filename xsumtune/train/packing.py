@@ -105,7 +105,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout=0.0, sca
         raise ValueError("packed attention has no attention dropout; the model's attention_dropout must be 0")
     batch, heads, tokens, dim = query.shape
     q, k, v = (x.transpose(1, 2).reshape(batch * tokens, x.shape[1], dim) for x in (query, key, value))
-    if q.is_cuda and _VARLEN is not None:
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _VARLEN is not None:  # FlashAttention's dtypes
         output = _VARLEN(q, k, v, cu_seqlens, longest, scaling)
     else:
         output = _by_segment(q, k, v, cu_seqlens, scaling)
@@ -113,7 +113,8 @@ def packed_attention(module, query, key, value, attention_mask, dropout=0.0, sca
 
 
 def _by_segment(q, k, v, cu_seqlens, scaling):
-    """One causal SDPA call a segment: the reference, and the path where FlashAttention's kernels are not."""
+    """One causal SDPA call a segment: the reference, and the path where FlashAttention's kernels are not (a CPU,
+    float32, a PyTorch without varlen_attn). It reads the bounds to the host: no CUDA graph can hold it."""
     bounds = cu_seqlens.tolist()
     gqa = k.shape[1] != q.shape[1]
     parts = [torch.nn.functional.scaled_dot_product_attention(
