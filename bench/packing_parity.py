@@ -8,6 +8,8 @@ and each path's seconds.
 
     python bench/packing_parity.py --profile smol --set model.name=models/configs/smollm2-135m \\
         --set model.weights=random --set model.tokenizer=models/tokenizers/smollm2 --set train.pack_tokens=10240
+
+With `--layout-only`, no model: how all the training rows pack (packs, articles a pack, real-token share).
 """
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ def main():
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--layout-only", action="store_true",
+                        help="the packs' layout over all training rows (no model): packs, articles a pack, real share")
     parser.add_argument("--commit")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "packing_parity.json"))
     args = parser.parse_args()
@@ -61,6 +65,16 @@ def main():
         parser.error("set train.pack_tokens (--set train.pack_tokens=N)")
     tokenizer = load_tokenizer(config.model.tokenizer, config.model.revision)
     splits, _ = prepare_splits(config, tokenizer)
+    if args.layout_only:
+        rows = splits["train"]
+        packs = packing.pack_rows(rows, config.train.pack_tokens, config.seed)
+        sizes = [len(pack["input_ids"]) for pack in packs]
+        write_result(args.out, {
+            "bench": "packing_layout", "profile": args.profile, "overrides": args.overrides, **commit_facts(args.commit),
+            "rows": len(rows), "real_tokens": sum(len(r["input_ids"]) for r in rows), "pack_tokens": config.train.pack_tokens,
+            "packs": len(packs), "articles_per_pack_mean": round(len(rows) / len(packs), 2), "articles_per_pack_max": max(sizes),
+            "real_token_share": round(sum(len(r["input_ids"]) for r in rows) / (len(packs) * config.train.pack_tokens), 4)})
+        return
     rows = splits["train"][:args.rows]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_base_model(config.model, config.seed).to(device).eval()
