@@ -19,6 +19,15 @@ TOKENIZER_DIR = ROOT / "models" / "tokenizers" / "phi-2"
 TINY_CONFIG_DIR = ROOT / "models" / "configs" / "tiny-phi"
 SMOL_TOKENIZER_DIR = ROOT / "models" / "tokenizers" / "smollm2"
 
+# four short articles and their summaries, for training tests
+ARTICLES = [
+    ("The city council voted to close the library on Friday after a long debate about its costs.",
+     "A library is to close."),
+    ("Heavy rain flooded roads across the county overnight.", "Roads have been flooded across the county."),
+    ("The club signed a striker from a rival team on loan until the end of the season.", "A striker has joined."),
+    ("Scientists found a new species of frog in the forest.", "A new frog species has been found."),
+]
+
 
 def compose_params(path: Path, profile: str | None = "tiny", overrides=()) -> Path:
     """params.yaml for a profile (None: the default one), composed from conf/ as `dvc exp run -S

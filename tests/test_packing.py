@@ -5,22 +5,15 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import ROOT, tiny, tiny_config
+from conftest import ARTICLES as TRAINING_ARTICLES, ROOT, tiny, tiny_config
 from xsumtune.data.tokenization import PromptEncoder
 from xsumtune.model.loading import apply_lora, load_base_model
 from xsumtune.train.packing import PackedCollator, pack_rows
 from xsumtune.train.training import (CompletionCollator, labelled_logits_trainer, prepare_steps, train_adapter,
                                      training_arguments, training_sets)
 
-ARTICLES = [
-    ("The city council voted to close the library on Friday after a long debate about its costs.",
-     "A library is to close."),
-    ("Heavy rain flooded roads across the county overnight.", "Roads have been flooded across the county."),
-    ("The club signed a striker from a rival team on loan until the end of the season.", "A striker has joined."),
-    ("Scientists found a new species of frog in the forest.", "A new frog species has been found."),
-    ("A bus company has cut its evening services in three towns, blaming a shortage of drivers.",
-     "Evening buses are being cut."),
-]
+ARTICLES = [*TRAINING_ARTICLES, ("A bus company has cut its evening services in three towns, blaming a shortage of "
+                                 "drivers.", "Evening buses are being cut.")]
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,11 @@ import pytest
 import torch
 from transformers import Trainer
 
-from conftest import ROOT, tiny, tiny_config
+from conftest import ARTICLES, ROOT, tiny, tiny_config
 from xsumtune.config import Config
 from xsumtune.data.tokenization import PromptEncoder
 from xsumtune.model.loading import apply_lora, load_base_model
 from xsumtune.train.training import CompletionCollator, labelled_logits_trainer, to_dataset, training_arguments
-
-ARTICLES = [
-    ("The city council voted to close the library on Friday after a long debate about its costs.",
-     "A library is to close."),
-    ("Heavy rain flooded roads across the county overnight.", "Roads have been flooded across the county."),
-    ("The club signed a striker from a rival team on loan until the end of the season.", "A striker has joined."),
-    ("Scientists found a new species of frog in the forest.", "A new frog species has been found."),
-]
 
 
 def build(config: Config, tokenizer, tmp_path, trainer_class, rows):
