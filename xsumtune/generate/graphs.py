@@ -115,16 +115,18 @@ def prefill_groups(lengths: list[int], prefill_tokens: int | None) -> list[list[
 
 
 def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-            prefill_tokens: int | None = None) -> torch.Tensor:
+            prefill_tokens: int | None = None, lengths: list[int] | None = None) -> torch.Tensor:
     """The prompt's forward pass into the batch's static cache; the last position's logits of each row.
 
     The batch is padded to its longest prompt, so with rows of mixed lengths much of one prefill call is
     padding (half of it for the smol profile's 800,000-token batches of the sample's test articles). With
     prefill_tokens, rows of similar length are run in groups (prefill_groups), each group cut to its own
     longest prompt, and each group's keys and values are copied into the right end of its rows' slots: the
-    same slots, positions and values as one call (left padding is masked either way)."""
-    lengths = None if prefill_tokens is None else attention_mask.sum(-1).tolist()  # read once, only to group
-    groups = [] if lengths is None else prefill_groups(lengths, prefill_tokens)
+    same slots, positions and values as one call (left padding is masked either way). lengths: the prompts'
+    lengths (attention_mask's row sums) where the caller has read them already."""
+    if prefill_tokens is not None and lengths is None:
+        lengths = attention_mask.sum(-1).tolist()  # read to the host only to group
+    groups = [] if prefill_tokens is None else prefill_groups(lengths, prefill_tokens)
     if len(groups) <= 1 or not all(type(layer) is StaticLayer for layer in cache.layers):
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                      past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
@@ -235,11 +237,12 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
     positions = positions.masked_fill(attention_mask == 0, 0)
     with record_function("prefill"):
-        logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens)
-        lengths = None if decode_padding is None else attention_mask.sum(-1).tolist()
+        # the prompts' lengths, read to the host once for both prefill's groups and decode attention's runs
+        lengths = None if prefill_tokens is None and decode_padding is None else attention_mask.sum(-1).tolist()
+        logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths)
         decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
                            eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables,
-                           groups=None if lengths is None else decode_groups(lengths, decode_padding))
+                           groups=None if decode_padding is None else decode_groups(lengths, decode_padding))
         decoder.choose(logits)
     del logits
     cuda = input_ids.device.type == "cuda"
@@ -254,7 +257,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                     with record_function("drop finished rows"):
                         kept = decoder.unfinished.nonzero().squeeze(1)
                         decoder.keep(kept)
-                        if lengths is not None:
+                        if decode_padding is not None:
                             lengths = [lengths[row] for row in kept.tolist()]
                             decoder.groups = decode_groups(lengths, decode_padding)
                     if graph is not None:
