@@ -28,7 +28,6 @@ import statistics
 import time
 
 import torch
-import yaml
 
 from common import ROOT, commit_facts, gpu_time, profile_config, run_facts, write_result, xsum_test_rows
 from generate_throughput import equality
@@ -107,11 +106,13 @@ def main():
               "prompt_tokens_max": max(lengths), "max_new_tokens": e.max_new_tokens,
               "token_budget": e.token_budget, "batch_size": e.batch_size, **run_facts(), "runs": {}}
 
-    candidate = {key.removeprefix("generate."): yaml.safe_load(value)
-                 for key, value in (item.split("=", 1) for item in args.candidate)}
+    if any(not item.startswith("generate.") for item in args.candidate):
+        parser.error("--candidate takes generate params only (generate.KEY=VALUE)")
+    # the candidate's generate params composed and checked as the stages' are: the profile, overrides, candidate
+    candidate = profile_config(args.profile, (*args.overrides, *args.candidate)).generate if args.candidate else e
 
     def way(cache: str, how: str):
-        generate = dataclasses.replace(e, **candidate, cache="graphs") if cache == "candidate" else \
+        generate = dataclasses.replace(candidate, cache="graphs") if cache == "candidate" else \
             dataclasses.replace(e, cache=cache)
         if how == "stage":
             return lambda: run_system(dataclasses.replace(config, generate=generate), model, tokenizer, prompts,
