@@ -25,7 +25,8 @@ from common import ROOT, CountingCollator, commit_facts, profile_config, run_fac
 from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
-from xsumtune.train.training import labelled_logits_trainer, prepare_steps, training_arguments, training_sets
+from xsumtune.train.training import (epoch_callbacks, every_example, labelled_logits_trainer, prepare_steps,
+                                     training_arguments, training_sets)
 
 
 def sync() -> None:
@@ -52,15 +53,15 @@ class Clock(TrainerCallback):
 def train_once(config, tokenizer, rows, trainer_class, steps: int, warmup: int) -> dict:
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed,
                        config.train.gradient_checkpointing)
-    examples = training_sets(config, rows)
-    collator = prepare_steps(config, model, tokenizer.pad_token_id, examples,  # as train_adapter does
+    examples = training_sets(config, rows, config.train.epochs)
+    collator = prepare_steps(config, model, tokenizer.pad_token_id, every_example(examples),  # as train_adapter does
                              lambda collator: CountingCollator(collator, rows))
     clock = Clock(warmup)
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(config, scratch)
         args.max_steps, args.logging_steps, args.save_strategy, args.eval_strategy = steps, 1, "no", "no"
         trainer = trainer_class(model=model, args=args, train_dataset=examples, data_collator=collator,
-                                callbacks=[clock])
+                                callbacks=[*epoch_callbacks(examples), clock])
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         trainer.train()

@@ -8,9 +8,9 @@ import torch
 from conftest import ARTICLES as TRAINING_ARTICLES, ROOT, tiny, tiny_config
 from xsumtune.data.tokenization import PromptEncoder
 from xsumtune.model.loading import apply_lora, load_base_model
-from xsumtune.train.packing import PackedCollator, pack_rows
-from xsumtune.train.training import (CompletionCollator, labelled_logits_trainer, prepare_steps, train_adapter,
-                                     training_arguments, training_sets)
+from xsumtune.train.packing import EpochPacks, PackedCollator, _halve_to, pack_rows
+from xsumtune.train.training import (CompletionCollator, epoch_callbacks, labelled_logits_trainer, prepare_steps,
+                                     train_adapter, training_arguments, training_sets)
 
 ARTICLES = [*TRAINING_ARTICLES, ("A bus company has cut its evening services in three towns, blaming a shortage of "
                                  "drivers.", "Evening buses are being cut.")]
@@ -35,6 +35,48 @@ def test_packs_hold_every_row_once_within_their_tokens(rows):
     with pytest.raises(ValueError, match=f"train.pack_tokens: a {lengths[-1]}-token row does not fit in"):
         pack_rows(rows, lengths[-1] - 1, seed=0)
 
+
+
+def groupings(packs):
+    return {frozenset(map(id, pack["input_ids"])) for pack in packs}
+
+
+def test_each_epoch_packs_the_rows_anew_in_as_many_packs(rows):
+    lengths = sorted(len(row["input_ids"]) for row in rows)
+    packs = EpochPacks(rows, lengths[-1] + lengths[0], seed=3, epochs=3)
+    epochs = []
+    for epoch in range(3):
+        packs.set_epoch(epoch)
+        epochs.append([packs[i] for i in range(len(packs))])
+        held = [ids for pack in epochs[-1] for ids in pack["input_ids"]]
+        assert sorted(map(id, held)) == sorted(id(row["input_ids"]) for row in rows)
+    assert len({frozenset(groupings(epoch)) for epoch in epochs}) == 3  # other articles share a step each epoch
+    assert groupings(epochs[0]) == groupings(pack_rows(rows, lengths[-1] + lengths[0], seed=3))
+    assert packs.every_pack() == [pack for epoch in epochs for pack in epoch]
+    packs.set_epoch(4)  # past the last, the epochs repeat
+    assert [packs[i] for i in range(len(packs))] == epochs[1]
+    again = EpochPacks(rows, lengths[-1] + lengths[0], seed=3, epochs=3)
+    assert [groupings(again.by_epoch[e]) for e in range(3)] == [groupings(epoch) for epoch in epochs]
+
+
+
+def test_the_epoch_callback_sets_the_epoch_begun(rows):
+    from transformers import TrainerState
+
+    packs = EpochPacks(rows, 2 * max(len(row["input_ids"]) for row in rows), seed=0, epochs=3)
+    (callback,) = epoch_callbacks(packs)
+    for done, epoch in ((0.0, 0), (1.0, 1), (1.5, 1), (2.0, 2)):  # 1.5: resumed halfway through the second epoch
+        callback.on_epoch_begin(None, TrainerState(epoch=done), None)
+        assert packs.epoch == epoch
+    assert epoch_callbacks([{"input_ids": [1], "labels": [1]}]) == []
+
+def test_an_epoch_with_fewer_packs_halves_its_fullest(rows):
+    packs = pack_rows(rows, sum(len(row["input_ids"]) for row in rows), seed=0)  # one pack of every row
+    halved = _halve_to(packs, 3)
+    sizes = [len(pack["input_ids"]) for pack in halved]
+    assert len(sizes) == 3 and min(sizes) >= len(rows) // 4 and max(sizes) <= -(-len(rows) // 2)
+    assert [ids for pack in halved for ids in pack["input_ids"]] == packs[0]["input_ids"]
+    assert all(len(pack["labels"]) == len(pack["input_ids"]) for pack in halved)
 
 def test_collator_lays_out_segments_in_one_shape(tokenizer, rows):
     budget = 3 * max(len(row["input_ids"]) for row in rows)
@@ -103,15 +145,16 @@ def test_packed_training_runs_through_the_stage(tmp_path, tokenizer, tiny_model_
     """train_adapter with pack_tokens: packs of the training rows, the evaluation rows packed too, one batch shape."""
     budget = 2 * max(len(row["input_ids"]) for row in rows)
     config = config_for(tiny_model_config, epochs=2, pack_tokens=budget)
-    packs = training_sets(config, rows)
+    packs = training_sets(config, rows, config.train.epochs)
     assert 1 < len(packs) < len(rows)
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)
-    shapes = []
+    shapes, seen = [], []
 
     def record(collator):
         def collate(examples):
             batch = collator(examples)
             shapes.append((tuple(batch["input_ids"].shape), tuple(batch["cu_seqlens"].shape)))
+            seen.extend(examples)
             return batch
         return collate
 
@@ -119,4 +162,6 @@ def test_packed_training_runs_through_the_stage(tmp_path, tokenizer, tiny_model_
                             str(tmp_path / "checkpoints"), wrap_collator=record)
     assert metrics["train_steps"] == 2 * len(packs) and metrics["eval_perplexity"] > 1
     assert len(set(shapes)) == 1 and shapes[0][0] == (1, budget)
+    trained = groupings(seen) - groupings(training_sets(config, rows[:2]).every_pack())  # the evaluation pack aside
+    assert trained == groupings(packs.by_epoch[0]) | groupings(packs.by_epoch[1]) and len(trained) > len(packs)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()

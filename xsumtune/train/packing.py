@@ -19,7 +19,7 @@ from xsumtune.data.tokenization import IGNORE_INDEX
 PACKED = "xsumtune_packed"  # the attention implementation's name, while a model trains on packed rows
 
 
-def pack_rows(rows: list[dict], pack_tokens: int, seed: int) -> list[dict]:
+def pack_rows(rows: list[dict], pack_tokens: int, seed: int | str) -> list[dict]:
     """The rows in a seeded shuffle, each pack taking them in turn while they fit in pack_tokens. A pack is
     {"input_ids": [a row's ids, ...], "labels": [...]}, the rows' own lists (nothing is copied)."""
     order = list(range(len(rows)))
@@ -38,6 +38,47 @@ def pack_rows(rows: list[dict], pack_tokens: int, seed: int) -> list[dict]:
         packs.append(current)
     return [{"input_ids": [row["input_ids"] for row in pack], "labels": [row["labels"] for row in pack]}
             for pack in packs]
+
+
+
+class EpochPacks(torch.utils.data.Dataset):
+    """The training rows packed anew for each epoch, each epoch's packs from its own seeded shuffle (pack_rows), so
+    the articles that share a step change from epoch to epoch, as the padded path's sampler reshuffles its batches.
+    Trainer sizes its epochs once, so every epoch has the same number of packs: in an epoch that packs into fewer
+    than the most, the packs holding the most articles are halved until it has as many. set_epoch picks the epoch
+    (train_adapter's EpochCallback); past the last, the epochs repeat.
+
+    seed's epoch 0 packs are pack_rows(rows, pack_tokens, seed)'s, but for the halving."""
+
+    def __init__(self, rows: list[dict], pack_tokens: int, seed: int, epochs: int):
+        packed = [pack_rows(rows, pack_tokens, seed if epoch == 0 else f"{seed}:{epoch}") for epoch in range(max(epochs, 1))]
+        count = max(map(len, packed))
+        self.by_epoch = [_halve_to(packs, count) for packs in packed]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch % len(self.by_epoch)
+
+    def __len__(self) -> int:
+        return len(self.by_epoch[0])
+
+    def __getitem__(self, index: int) -> dict:
+        return self.by_epoch[self.epoch][index]
+
+    def every_pack(self) -> list[dict]:
+        """Every epoch's packs: what the collator must be sized for."""
+        return [pack for packs in self.by_epoch for pack in packs]
+
+
+def _halve_to(packs: list[dict], count: int) -> list[dict]:
+    """packs, the one holding the most articles split in two (first half, second half) until there are count."""
+    packs = list(packs)
+    while len(packs) < count:
+        index = max(range(len(packs)), key=lambda i: len(packs[i]["input_ids"]))
+        pack, half = packs[index], len(packs[index]["input_ids"]) // 2
+        packs[index:index + 1] = [{key: values[:half] for key, values in pack.items()},
+                                  {key: values[half:] for key, values in pack.items()}]
+    return packs
 
 
 class PackedCollator:

@@ -11,7 +11,7 @@ from xsumtune.checkpoints import claim, fingerprint, latest_complete_checkpoint,
 from xsumtune.config import CUDA_GRAPH_MODES, Config, ConfigError
 from xsumtune.data.tokenization import IGNORE_INDEX
 from xsumtune.io import atomic_dir
-from xsumtune.train.packing import PackedCollator, pack_rows, packed_inputs, use_packed_attention
+from xsumtune.train.packing import EpochPacks, PackedCollator, packed_inputs, use_packed_attention
 
 
 class CompletionCollator:
@@ -148,8 +148,8 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     callbacks (Trainer callbacks) and wrap_collator (called with the stage's collator, returns the one to use)
     let a benchmark time this code."""
     args = training_arguments(config, checkpoint_dir)
-    train_set, eval_set = training_sets(config, train_rows), training_sets(config, validation_rows)
-    collator = prepare_steps(config, model, tokenizer.pad_token_id, train_set + eval_set, wrap_collator)
+    train_set, eval_set = training_sets(config, train_rows, config.train.epochs), training_sets(config, validation_rows)
+    collator = prepare_steps(config, model, tokenizer.pad_token_id, every_example(train_set, eval_set), wrap_collator)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
     trainer = labelled_logits_trainer(config.train)(
@@ -158,7 +158,7 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=collator,
-        callbacks=list(callbacks),
+        callbacks=[*epoch_callbacks(train_set), *callbacks],
     )
     resume_from = latest_complete_checkpoint(checkpoint_dir)
     if resume_from:
@@ -183,11 +183,34 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     return metrics
 
 
-def training_sets(config: Config, rows: list[dict]) -> list[dict]:
-    """The examples Trainer draws batches from: the rows, or with train.pack_tokens their packs (pack_rows)."""
+def training_sets(config: Config, rows: list[dict], epochs: int = 1) -> list[dict] | EpochPacks:
+    """The examples Trainer draws batches from: the rows, or with train.pack_tokens their packs, made anew for
+    each of epochs (EpochPacks: with more than one, Trainer needs epoch_callbacks)."""
     if config.train.pack_tokens:
-        return pack_rows(rows, config.train.pack_tokens, config.seed)
+        return EpochPacks(rows, config.train.pack_tokens, config.seed, epochs)
     return to_dataset(rows)
+
+
+def every_example(*sets) -> list[dict]:
+    """Every example of training_sets' sets, each epoch's packs of an EpochPacks included: what prepare_steps sizes
+    a PackedCollator for."""
+    return [example for examples in sets
+            for example in (examples.every_pack() if isinstance(examples, EpochPacks) else examples)]
+
+
+def epoch_callbacks(train_set) -> list:
+    """The Trainer callback that tells an EpochPacks training set each epoch as it begins (on resume, the epoch
+    the checkpoint is in); none for other sets. accelerate's data loader tells the dataset itself in one process,
+    but with several it tells their shared sampler instead."""
+    if not isinstance(train_set, EpochPacks):
+        return []
+    from transformers import TrainerCallback
+
+    class EpochCallback(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            train_set.set_epoch(int(state.epoch + 1e-6))  # state.epoch: the epochs done, fractional on resume
+
+    return [EpochCallback()]
 
 
 def prepare_steps(config: Config, model, pad_token_id: int, examples: list[dict], wrap_collator=None):
