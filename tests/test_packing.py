@@ -43,7 +43,7 @@ def groupings(packs):
 
 def test_each_epoch_packs_the_rows_anew_in_as_many_packs(rows):
     lengths = sorted(len(row["input_ids"]) for row in rows)
-    packs = EpochPacks(rows, lengths[-1] + lengths[0], seed=3, epochs=3)
+    packs = EpochPacks(rows, lengths[-1] + lengths[0], seed=3, epochs=3.0)  # train.epochs is a float
     epochs = []
     for epoch in range(3):
         packs.set_epoch(epoch)
@@ -144,7 +144,7 @@ def test_packed_rows_train_the_same_as_padded_ones(tmp_path, tokenizer, tiny_mod
 def test_packed_training_runs_through_the_stage(tmp_path, tokenizer, tiny_model_config, rows):
     """train_adapter with pack_tokens: packs of the training rows, the evaluation rows packed too, one batch shape."""
     budget = 2 * max(len(row["input_ids"]) for row in rows)
-    config = config_for(tiny_model_config, epochs=2, pack_tokens=budget)
+    config = config_for(tiny_model_config, epochs=2.0, pack_tokens=budget)
     packs = training_sets(config, rows, config.train.epochs)
     assert 1 < len(packs) < len(rows)
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)

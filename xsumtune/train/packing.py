@@ -9,6 +9,7 @@ logits, and so the loss at every labelled position, are those it gets alone in a
 from __future__ import annotations
 
 import inspect
+import math
 import random
 
 import torch
@@ -51,7 +52,8 @@ class EpochPacks(torch.utils.data.Dataset):
     seed's epoch 0 packs are pack_rows(rows, pack_tokens, seed)'s, but for the halving."""
 
     def __init__(self, rows: list[dict], pack_tokens: int, seed: int, epochs: int):
-        packed = [pack_rows(rows, pack_tokens, seed if epoch == 0 else f"{seed}:{epoch}") for epoch in range(max(epochs, 1))]
+        packed = [pack_rows(rows, pack_tokens, seed if epoch == 0 else f"{seed}:{epoch}")
+                  for epoch in range(max(math.ceil(epochs), 1))]  # train.epochs is a float: 2.5 packs 3
         count = max(map(len, packed))
         self.by_epoch = [_halve_to(packs, count) for packs in packed]
         self.epoch = 0
