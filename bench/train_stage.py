@@ -119,7 +119,8 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
     padded = sum(b[2] for step in batches for b in step)
     del model
     # each epoch's timed steps on their own: with CUDA-graph layers the first epoch records, the others replay
-    per_epoch_steps = math.ceil(math.ceil(len(training_sets(config, train_rows)) / config.train.batch_size)
+    epoch_examples = len(training_sets(config, train_rows, config.train.epochs))  # packs: as many each epoch
+    per_epoch_steps = math.ceil(math.ceil(epoch_examples / config.train.batch_size)
                                 / config.train.grad_accum)
     per_epoch = []
     for epoch in range(math.ceil(steps / per_epoch_steps)):
