@@ -41,7 +41,6 @@ def pack_rows(rows: list[dict], pack_tokens: int, seed: int | str) -> list[dict]
             for pack in packs]
 
 
-
 class EpochPacks(torch.utils.data.Dataset):
     """The training rows packed anew for each epoch, each epoch's packs from its own seeded shuffle (pack_rows), so
     the articles that share a step change from epoch to epoch, as the padded path's sampler reshuffles its batches.
@@ -51,7 +50,7 @@ class EpochPacks(torch.utils.data.Dataset):
 
     seed's epoch 0 packs are pack_rows(rows, pack_tokens, seed)'s, but for the halving."""
 
-    def __init__(self, rows: list[dict], pack_tokens: int, seed: int, epochs: int):
+    def __init__(self, rows: list[dict], pack_tokens: int, seed: int, epochs: float):
         packed = [pack_rows(rows, pack_tokens, seed if epoch == 0 else f"{seed}:{epoch}")
                   for epoch in range(max(math.ceil(epochs), 1))]  # train.epochs is a float: 2.5 packs 3
         count = max(map(len, packed))

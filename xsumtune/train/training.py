@@ -183,7 +183,7 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     return metrics
 
 
-def training_sets(config: Config, rows: list[dict], epochs: int = 1) -> list[dict] | EpochPacks:
+def training_sets(config: Config, rows: list[dict], epochs: float = 1) -> list[dict] | EpochPacks:
     """The examples Trainer draws batches from: the rows, or with train.pack_tokens their packs, made anew for
     each of epochs (EpochPacks: with more than one, Trainer needs epoch_callbacks)."""
     if config.train.pack_tokens:
