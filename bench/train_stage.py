@@ -24,7 +24,6 @@ The profile's model.name must exist: for `models/base`, run the base_model stage
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import tempfile
 import time
@@ -38,18 +37,21 @@ from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
 from xsumtune.model.runtime import check_runtime
-from xsumtune.train.training import train_adapter, training_sets
+from xsumtune.train.training import train_adapter
 
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
 
 
 class StepClock(TrainerCallback):
-    """The end time of every optimizer step; steps during which the stage evaluated or saved are marked,
-    and so are the steps profiled (profile_to: a table of the top operators of `profile_steps` steps)."""
+    """The end time of every optimizer step and the first step of every epoch; steps during which the stage
+    evaluated or saved are marked, and so are the steps profiled (profile_to: a table of the top operators of `profile_steps` steps)."""
 
     def __init__(self, profile_to: str | None = None, profile_from: int = 0, profile_steps: int = 3):
-        self.ends, self.skipped, self._busy = [], set(), False
+        self.ends, self.skipped, self._busy, self.epoch_starts = [], set(), False, []
         self.profile_to, self.profile_from, self.profile_steps, self._profiler = profile_to, profile_from, profile_steps, None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.epoch_starts.append(len(self.ends))
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.profile_to and len(self.ends) == self.profile_from:
@@ -119,12 +121,9 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
     padded = sum(b[2] for step in batches for b in step)
     del model
     # each epoch's timed steps on their own: with CUDA-graph layers the first epoch records, the others replay
-    epoch_examples = len(training_sets(config, train_rows, config.train.epochs))  # packs: as many each epoch
-    per_epoch_steps = math.ceil(math.ceil(epoch_examples / config.train.batch_size)
-                                / config.train.grad_accum)
-    per_epoch = []
-    for epoch in range(math.ceil(steps / per_epoch_steps)):
-        steps_in = [(i, batch) for i, batch in zip(timed, batches) if i // per_epoch_steps == epoch]
+    bounds, per_epoch = [*clock.epoch_starts, steps], []
+    for first, end in zip(bounds, bounds[1:]):
+        steps_in = [(i, batch) for i, batch in zip(timed, batches) if first <= i < end]
         span = sum(clock.ends[i] - clock.ends[i - 1] for i, _ in steps_in)
         per_epoch.append(round(sum(b[0] for _, step in steps_in for b in step) / span) if span else None)
     return {
