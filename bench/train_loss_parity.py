@@ -25,8 +25,8 @@ from common import ROOT, CountingCollator, commit_facts, profile_config, run_fac
 from xsumtune.data.preprocessing import prepare_splits
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.model.loading import apply_lora, load_base_model
-from xsumtune.train.training import (epoch_callbacks, every_example, labelled_logits_trainer, prepare_steps,
-                                     training_arguments, training_sets)
+from xsumtune.train.training import (epoch_callbacks, labelled_logits_trainer, prepare_steps, training_arguments,
+                                     training_sets)
 
 
 def sync() -> None:
@@ -54,8 +54,8 @@ def train_once(config, tokenizer, rows, trainer_class, steps: int, warmup: int) 
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed,
                        config.train.gradient_checkpointing)
     examples = training_sets(config, rows, config.train.epochs)
-    collator = prepare_steps(config, model, tokenizer.pad_token_id, every_example(examples),  # as train_adapter does
-                             lambda collator: CountingCollator(collator, rows))
+    collator = prepare_steps(config, model, tokenizer.pad_token_id, examples,  # as train_adapter does
+                             wrap_collator=lambda collator: CountingCollator(collator, rows))
     clock = Clock(warmup)
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(config, scratch)

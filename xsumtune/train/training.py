@@ -149,7 +149,7 @@ def train_adapter(config: Config, model, tokenizer, train_rows: list[dict], vali
     let a benchmark time this code."""
     args = training_arguments(config, checkpoint_dir)
     train_set, eval_set = training_sets(config, train_rows, config.train.epochs), training_sets(config, validation_rows)
-    collator = prepare_steps(config, model, tokenizer.pad_token_id, every_example(train_set, eval_set), wrap_collator)
+    collator = prepare_steps(config, model, tokenizer.pad_token_id, train_set, eval_set, wrap_collator=wrap_collator)
     with args.main_process_first(desc="checkpoints"):  # one process decides; the others find its marker
         claim(checkpoint_dir, fingerprint(config.seed, config.model, config.lora, config.train, resume_key))
     trainer = labelled_logits_trainer(config.train)(
@@ -191,13 +191,6 @@ def training_sets(config: Config, rows: list[dict], epochs: float = 1) -> list[d
     return to_dataset(rows)
 
 
-def every_example(*sets) -> list[dict]:
-    """Every example of training_sets' sets, each epoch's packs of an EpochPacks included: what prepare_steps sizes
-    a PackedCollator for."""
-    return [example for examples in sets
-            for example in (examples.every_pack() if isinstance(examples, EpochPacks) else examples)]
-
-
 def epoch_callbacks(train_set) -> list:
     """The Trainer callback that tells an EpochPacks training set each epoch as it begins (on resume, the epoch
     the checkpoint is in); none for other sets. accelerate's data loader tells the dataset itself in one process,
@@ -213,16 +206,19 @@ def epoch_callbacks(train_set) -> list:
     return [EpochCallback()]
 
 
-def prepare_steps(config: Config, model, pad_token_id: int, examples: list[dict], wrap_collator=None):
+def prepare_steps(config: Config, model, pad_token_id: int, *sets, wrap_collator=None):
     """What a training step runs on, as the train params set it: each decoder layer compiled (train.compile,
     train.compile_mode), packed attention (train.pack_tokens), and the collator: a PackedCollator sized by every
-    example it will see (examples: training_sets' training and evaluation ones), else a CompletionCollator
-    padding to train.pad_to_multiple_of; passed through wrap_collator where given (a benchmark's count)."""
+    pack it will see (sets: training_sets' training and evaluation sets, every epoch's packs of each), else a
+    CompletionCollator padding to train.pad_to_multiple_of; passed through wrap_collator where given (a
+    benchmark's count)."""
     if config.train.compile:
         compile_layers(model, config.train.compile_mode)
     if config.train.pack_tokens:
         use_packed_attention(model)
-        collator = PackedCollator(pad_token_id, config.train.pack_tokens, examples)
+        packs = [pack for examples in sets
+                 for pack in (examples.every_pack() if isinstance(examples, EpochPacks) else examples)]
+        collator = PackedCollator(pad_token_id, config.train.pack_tokens, packs)
     else:
         collator = CompletionCollator(pad_token_id, config.train.pad_to_multiple_of)
     return wrap_collator(collator) if wrap_collator else collator
