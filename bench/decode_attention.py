@@ -9,7 +9,8 @@ first prompt slot to the step --step. Random bf16 values: a kernel's time doesn'
 Timed per batch and way, each as one CUDA graph replayed --reps times (as the graphs loop runs it), median of
 three timings: the stage's decode attention (xsumtune.generate.graphs.grouped_decode_attention) under each SDPA
 backend (`default`: PyTorch's pick) x the profile's generate.decode_padding and each --padding value (None:
-one call over every slot). Every way's output is compared with the math backend's over every slot.
+one call over every slot); and `rows`, the Triton kernel of generate.triton_kernels (kernels.row_attention), each
+row reading its own slots only. Every way's output is compared with the math backend's over every slot.
 
     python bench/decode_attention.py --profile smol --tokenizer models/tokenizers/smollm2 \\
         --arch models/configs/smollm2-135m
@@ -27,6 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from common import ROOT, commit_facts, run_facts, stage_prompts, write_result
 from xsumtune.generate.generation import plan_batches
+from xsumtune.generate import kernels
 from xsumtune.generate.graphs import decode_groups, grouped_decode_attention
 
 BACKENDS = {"default": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -119,6 +121,13 @@ def main():
                 except RuntimeError as error:
                     ways[way] = {"error": str(error).splitlines()[0][:200]}
                     torch.cuda.synchronize()
+        first = torch.tensor([key.shape[2] - e.max_new_tokens - length for length in rows], device="cuda")
+        last = torch.tensor([key.shape[2] - e.max_new_tokens + args.step - 1], device="cuda")
+        def run_rows(case=(query, key, value), first=first, last=last):
+            return kernels.row_attention(*case, first, last, dim ** -0.5)
+        out = run_rows().float()
+        ways["rows"] = {"ms": graph_time(run_rows, args.reps), "slots_read": sum(rows) + len(rows) * args.step,
+                        "max_abs_diff_vs_math": round(float((out - reference).abs().max()), 5)}
         results.append({"rows": len(rows), "slots": key.shape[2], "filled": sum(rows) + len(rows) * args.step,
                         "ways": ways})
         print(json.dumps(results[-1]))

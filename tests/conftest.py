@@ -13,6 +13,9 @@ import yaml
 # the same bits (test_determinism's fresh copy compares the default profile's outputs with dvc.lock's). Set
 # before torch loads, here and in every process the tests start.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# generate.triton_kernels' kernels (xsumtune/generate/kernels.py) run in Triton's interpreter on CPU tensors, where
+# a GPU would compile them; read when Triton first loads. Nothing else runs Triton.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = ROOT / "models" / "tokenizers" / "phi-2"

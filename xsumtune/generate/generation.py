@@ -14,7 +14,7 @@ from xsumtune.generate.lines import LineTables, line_done, line_tables
 from xsumtune.generate.mbr import select
 from xsumtune.generate.records import Generated
 
-GRAPHS_OPTIONS = ("prefill_tokens", "decode_padding")  # generate params only the graphs loop takes (greedy_decode's)
+GRAPHS_OPTIONS = ("prefill_tokens", "decode_padding", "triton_kernels")  # generate params only the graphs loop takes (greedy_decode's)
 
 
 def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

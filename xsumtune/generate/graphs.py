@@ -17,7 +17,7 @@ copies every key/value head once per query head it serves, for each step.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -28,6 +28,7 @@ from transformers.cache_utils import StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from xsumtune.generate import kernels
 from xsumtune.generate.lines import LineTables, line_done
 
 GROUPED = "sdpa_grouped_decode"
@@ -64,16 +65,20 @@ def _one_token_attention(query, key, value, attention_mask, scaling):
 
 
 def grouped_decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
-                             decode_groups: list[DecodeGroup] | None = None, **kwargs):
+                             decode_groups: list[DecodeGroup] | None = None,
+                             row_slots: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs):
     """SDPA for one new token per row: the query heads that share a key/value head are that head's queries
     (a group of g rows against the same keys), so no key or value is copied. With decode_groups, each run of
     rows reads only the slots from its first_slot on (what it skips is left padding, masked anyway): one
-    SDPA call a run. Anything else: transformers' SDPA.
+    SDPA call a run. With row_slots (each row's first slot, the slot written last), kernels.row_attention:
+    each row reads its own slots only. Anything else: transformers' SDPA.
 
     query [batch, heads, 1, dim]; key, value [batch, kv_heads, slots, dim]; attention_mask [batch, 1, 1, slots]."""
     if query.shape[2] != 1 or attention_mask is None or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
+    if row_slots is not None:
+        return kernels.row_attention(query, key, value, *row_slots, module.scaling if scaling is None else scaling), None
     if not decode_groups or len(decode_groups) == 1 and decode_groups[0].first_slot == 0:
         return _one_token_attention(query, key, value, attention_mask, scaling), None
     return torch.cat([_one_token_attention(query[g.start:g.stop], key[g.start:g.stop, :, g.first_slot:],
@@ -159,7 +164,8 @@ class _Decoder:
     """The loop's state, on the model's device; choose() picks a token from logits, step() runs one decode step."""
 
     def __init__(self, model, cache, input_ids, attention_mask, positions, *, max_new_tokens: int, eos_token_id: int,
-                 min_new_tokens: int, line_tables: LineTables | None, groups: list[DecodeGroup] | None = None):
+                 min_new_tokens: int, line_tables: LineTables | None, groups: list[DecodeGroup] | None = None,
+                 row_attention: bool = False):
         rows, width = input_ids.shape
         device = input_ids.device
         self.model, self.cache, self.eos, self.min_new_tokens = model, cache, eos_token_id, min_new_tokens
@@ -175,6 +181,8 @@ class _Decoder:
         self.mask[:, 0, 0, :width] = attention_mask.bool()
         self.line = None if line_tables is None else line_tables.to(device)
         self.groups = groups  # decode attention's runs of rows (decode_groups), or None: every row reads every slot
+        if row_attention:  # each row's first slot (its prompt's first token), for kernels.row_attention
+            self.first = width - attention_mask.sum(-1)
         if line_tables is not None:
             self.has_text = torch.zeros(rows, dtype=torch.bool, device=device)
 
@@ -191,7 +199,7 @@ class _Decoder:
         self.next_input.copy_(chosen[:, None])
         self.index += 1
 
-    ROW_STATE = ("tokens", "rows", "unfinished", "next_input", "positions", "mask", "has_text")
+    ROW_STATE = ("tokens", "rows", "unfinished", "next_input", "positions", "mask", "has_text", "first")
 
     def keep(self, rows: torch.Tensor) -> None:
         """From here on only these rows (indices into the batch as it is): their state and their cache slots
@@ -212,9 +220,12 @@ class _Decoder:
         self.positions += 1
         self.slot += 1
         self.mask.index_fill_(3, self.slot, True)
-        groups = {} if self.groups is None else {"decode_groups": self.groups}  # to the attention function
+        if hasattr(self, "first"):  # to the attention function
+            extra = {"row_slots": (self.first, self.slot)}
+        else:
+            extra = {} if self.groups is None else {"decode_groups": self.groups}
         logits = self.model(input_ids=self.next_input, attention_mask=self.mask, position_ids=self.positions,
-                            past_key_values=self.cache, use_cache=True, **groups).logits[:, -1]
+                            past_key_values=self.cache, use_cache=True, **extra).logits[:, -1]
         self.choose(logits)
 
 
@@ -222,7 +233,8 @@ class _Decoder:
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                   eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
                   check_every: int = 8, warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32,
-                  prefill_tokens: int | None = None, decode_padding: float | None = None) -> torch.Tensor:
+                  prefill_tokens: int | None = None, decode_padding: float | None = None,
+                  triton_kernels: bool = False) -> torch.Tensor:
     """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tables,
     its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
 
@@ -231,7 +243,18 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     stream, as CUDA graph capture wants; one after each drop), then one captured step replayed for the rest;
     elsewhere every step runs eagerly. prefill_tokens: see prefill. decode_padding: decode attention in runs of
     rows of similar prompt length (decode_groups), each reading the cache from its own longest prompt on;
-    None: every row reads every slot."""
+    None: every row reads every slot. triton_kernels: where Triton runs (xsumtune/generate/kernels.py), decode
+    attention reads each row's own slots only, and a Llama's RMSNorm, rotary embedding and SiLU gate run fused
+    (decode_padding then has no use)."""
+    with kernels.fused_llama_layers(model) if triton_kernels and kernels.available(input_ids.device) else \
+            nullcontext(None) as fused:
+        return _greedy_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, min_new_tokens,
+                              line_tables, check_every, warmup, drop_below, min_rows, prefill_tokens, decode_padding,
+                              row_attention=fused is not None)
+
+
+def _greedy_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, min_new_tokens, line_tables,
+                   check_every, warmup, drop_below, min_rows, prefill_tokens, decode_padding, row_attention):
     rows, width = input_ids.shape
     cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
     positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
@@ -242,7 +265,8 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths)
         decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
                            eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables,
-                           groups=None if decode_padding is None else decode_groups(lengths, decode_padding))
+                           groups=None if decode_padding is None else decode_groups(lengths, decode_padding),
+                           row_attention=row_attention)
         decoder.choose(logits)
     del logits
     cuda = input_ids.device.type == "cuda"

@@ -1,0 +1,132 @@
+"""generate.triton_kernels: each Triton kernel (run by Triton's interpreter on CPU tensors; conftest sets
+TRITON_INTERPRET) computes what PyTorch's ops compute, and the graphs loop with them keeps every token."""
+import pytest
+import torch
+from torch.nn.functional import scaled_dot_product_attention, silu
+from transformers.models.llama import modeling_llama
+
+from xsumtune.generate import kernels
+from xsumtune.generate.generation import left_pad
+from xsumtune.generate.lines import line_tables
+from xsumtune.data.sources import Report, load_split
+from xsumtune.data.tokenization import PromptEncoder
+from conftest import ROOT
+from test_generation import NewlineAt, grouped_model, model  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.skipif(not kernels.available(torch.device("cpu")), reason="needs Triton's interpreter")
+
+# The interpreter rounds float32 to bf16 by truncation, a GPU to nearest: on CPU a bf16 result may be an ulp off
+BF16_ULP = 2 ** -7
+
+
+def close_in_bf16(actual, expected, scale):
+    """Every element within 2 bf16 ulps of scale (the magnitude of what was summed or multiplied)."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    assert bool(((actual.float() - expected.float()).abs() <= 2 * BF16_ULP * scale.float() + 1e-30).all())
+
+
+@pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (4, 4, 80), (4, 2, 16)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_attention_reads_each_rows_own_slots_only(heads, kv_heads, dim, dtype):
+    """Each row attends to slots first[row]..last and nothing else: garbage outside them changes nothing."""
+    torch.manual_seed(0)
+    rows, slots = 5, 200
+    query = torch.randn(rows, heads, 1, dim, dtype=dtype)
+    key, value = torch.randn(2, rows, kv_heads, slots, dim, dtype=dtype)
+    first, last = torch.tensor([0, 3, 64, 130, 170]), torch.tensor([170])
+    mask = torch.zeros(rows, 1, 1, slots, dtype=torch.bool)
+    for row in range(rows):
+        mask[row, 0, 0, first[row]:last + 1] = True
+    group = heads // kv_heads
+    expected = scaled_dot_product_attention(query.float(), key.float().repeat_interleave(group, 1),
+                                            value.float().repeat_interleave(group, 1), attn_mask=mask,
+                                            scale=dim ** -0.5).transpose(1, 2)
+    key[~mask[:, 0, 0][:, None, :].expand(-1, kv_heads, -1)] = 1e4  # outside the rows' slots
+    actual = kernels.row_attention(query, key, value, first, last, dim ** -0.5)
+    assert actual.shape == (rows, 1, heads, dim) and actual.dtype == dtype
+    torch.testing.assert_close(actual.float(), expected, atol=1e-5 if dtype == torch.float32 else 1e-2, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_llama_ops_compute_what_pytorchs_compute(dtype):
+    torch.manual_seed(1)
+    norm = modeling_llama.LlamaRMSNorm(576, eps=1e-5).to(dtype)
+    norm.weight.data.normal_(1, 0.2)
+    hidden = torch.randn(2, 37, 576, dtype=dtype) * 3
+    expected = norm(hidden)
+    actual = kernels.rms_norm(norm, hidden)
+    if dtype == torch.float32:
+        torch.testing.assert_close(actual, expected)
+    else:
+        close_in_bf16(actual, expected, expected.abs())
+
+    # q, k as the attention module makes them: [batch, seq, heads, dim] projections, viewed heads first
+    q = torch.randn(2, 37, 9, 64, dtype=dtype).transpose(1, 2)
+    k = torch.randn(2, 37, 3, 64, dtype=dtype).transpose(1, 2)
+    angles = torch.rand(2, 37, 64) * 30
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    for actual, expected, x in zip(kernels.rotary(q, k, cos, sin), modeling_llama.apply_rotary_pos_emb(q, k, cos, sin),
+                                   (q, k), strict=True):
+        if dtype == torch.float32:
+            torch.testing.assert_close(actual, expected)
+        else:
+            close_in_bf16(actual, expected, x.abs() + modeling_llama.rotate_half(x).abs())
+
+    gate, up = torch.randn(2, 3, 50, 1536, dtype=dtype) * 3
+    expected = silu(gate) * up
+    if dtype == torch.float32:
+        torch.testing.assert_close(kernels.silu_gate(gate, up), expected)
+    else:
+        close_in_bf16(kernels.silu_gate(gate, up), expected, (gate * up).abs())
+
+
+def test_fused_layers_switch_a_llamas_modules_and_put_them_back(grouped_model, model):  # noqa: F811
+    rotary = modeling_llama.apply_rotary_pos_emb
+    norms = sum(type(m) is modeling_llama.LlamaRMSNorm for m in grouped_model.modules())
+    with kernels.fused_llama_layers(grouped_model) as fused:
+        assert fused == {"norms": norms, "mlps": 2, "rotary": True} and norms == 5  # 2 layers x 2, and the last
+        assert modeling_llama.apply_rotary_pos_emb is kernels.rotary
+        assert all("forward" in vars(m) for m in grouped_model.modules() if type(m) is modeling_llama.LlamaMLP)
+    assert modeling_llama.apply_rotary_pos_emb is rotary
+    assert not any("forward" in vars(m) for m in grouped_model.modules())
+    with kernels.fused_llama_layers(model) as fused:  # a Phi: none of its layers is a Llama's
+        assert fused == {"norms": 0, "mlps": 0, "rotary": False}
+
+
+@pytest.mark.parametrize("which", ["lora", "grouped"])
+def test_graphs_loop_with_triton_kernels_keeps_every_token(which, model, grouped_model, tokenizer):  # noqa: F811
+    """With the kernels (float32 weights, where they round nowhere), every row's tokens are the plain loop's:
+    rows of many prompt lengths end their lines at many steps and leave the batch, the rest go on."""
+    from xsumtune.generate.graphs import greedy_decode
+
+    subject = model if which == "lora" else grouped_model
+    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())[:12]
+    encoder = PromptEncoder(tokenizer, "direct")
+    ids = sorted((encoder.encode_prompt(row["document"], 22 + 5 * i)[0] for i, row in enumerate(rows)), key=len,
+                 reverse=True)
+    input_ids, attention_mask = left_pad(ids, tokenizer.eos_token_id)
+    calls = []
+    original = kernels.row_attention
+    kernels.row_attention = lambda *args: calls.append(args[0].shape[0]) or original(*args)
+    hooks = NewlineAt(subject, 13)
+    try:
+        options = dict(max_new_tokens=24, min_new_tokens=1, eos_token_id=tokenizer.eos_token_id,
+                       line_tables=line_tables(tokenizer), min_rows=1)
+        plain = greedy_decode(subject, input_ids, attention_mask, **options)
+        assert not calls
+        fused = greedy_decode(subject, input_ids, attention_mask, triton_kernels=True, **options)
+    finally:
+        hooks.remove()
+        kernels.row_attention = original
+    assert fused.tolist() == plain.tolist()
+    assert len({row.index(tokenizer.eos_token_id) for row in plain.tolist()}) > 3
+    layers = 2
+    assert len(calls) >= layers * 8 and calls[0] == len(ids) and min(calls) < len(ids)  # rows left the batch
+
+
+def test_the_stage_hands_triton_kernels_to_the_graphs_loop(tokenizer):
+    from conftest import tiny
+    from xsumtune.generate.systems import decoding_options
+
+    assert decoding_options(tiny("generate", cache="graphs", triton_kernels=True))["triton_kernels"] is True
+    assert "triton_kernels" not in decoding_options(tiny("generate", cache="graphs", triton_kernels=True, num_beams=2))
