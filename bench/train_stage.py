@@ -148,10 +148,17 @@ def main():
     parser.add_argument("--commit", default=None, help="the commit to record (default: git rev-parse HEAD)")
     parser.add_argument("--flops-per-token", type=float, default=None,
                         help="model FLOPs per trained token (forward + backward), for MFU against bf16 peak")
+    parser.add_argument("--same-packs", action="store_true", help="packed: every epoch trains on the first "
+                        "epoch's packs (as the stage did before packing anew each epoch), for comparison")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--profile-steps", action="store_true",
                         help="one more run, not timed, profiles 3 steps after warm-up")
     args = parser.parse_args()
+    if args.same_packs:
+        from xsumtune.train import packing
+        pack_anew = packing.EpochPacks.__init__
+        packing.EpochPacks.__init__ = lambda self, rows, pack_tokens, seed, epochs: pack_anew(self, rows, pack_tokens,
+                                                                                              seed, 1)
 
     config = profile_config(args.profile, (*args.overrides, f"train.epochs={args.epochs}"))
     check_runtime(config, processes=1)
@@ -166,7 +173,7 @@ def main():
                    f"{args.out_dir}/train_stage_{args.name}_profile.txt")
     speeds = sorted(r["real_tokens_per_s"] for r in reps)
     result = {
-        "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides,
+        "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides, "same_packs": args.same_packs,
         **commit_facts(args.commit), "train_rows": len(splits["train"]),
         "batch": f"{config.train.batch_size} x {config.train.grad_accum}",
         "epochs": args.epochs, "warmup_steps_untimed": args.warmup,
