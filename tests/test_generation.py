@@ -314,6 +314,16 @@ def grouped_model():
     return AutoModelForCausalLM.from_config(config).eval()
 
 
+def longest_first_batch(tokenizer, rows: int, first: int, step: int):
+    """The first test articles' prompts cut to first + step x i tokens, longest first, and left-padded: (prompt
+    ids, input_ids, attention_mask), as the stage's sorted batches come."""
+    encoder = PromptEncoder(tokenizer, "direct")
+    articles = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())[:rows]
+    ids = sorted((encoder.encode_prompt(row["document"], first + step * i)[0] for i, row in enumerate(articles)),
+                 key=len, reverse=True)
+    return (ids, *left_pad(ids, tokenizer.eos_token_id))
+
+
 class NewlineAt:
     """Hooks that make the model write a newline where a row's position + 1 is a multiple of `every`: rows of
     other prompt lengths end their line at other steps, some not within the cap."""
@@ -564,11 +574,7 @@ def test_decode_attention_in_groups_keeps_every_token(which, model, grouped_mode
     from xsumtune.generate.graphs import decode_groups, greedy_decode
 
     subject = model if which == "lora" else grouped_model
-    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())[:40]
-    encoder = PromptEncoder(tokenizer, "direct")
-    ids = sorted((encoder.encode_prompt(row["document"], 20 + 7 * i)[0] for i, row in enumerate(rows)), key=len,
-                 reverse=True)
-    input_ids, attention_mask = left_pad(ids, tokenizer.eos_token_id)
+    ids, input_ids, attention_mask = longest_first_batch(tokenizer, 40, 20, 7)
     assert len(decode_groups([len(i) for i in ids], 0.2)) >= 2
     seen = []
     attention = [m for name, m in subject.named_modules() if name.endswith("self_attn")]

@@ -6,12 +6,8 @@ from torch.nn.functional import scaled_dot_product_attention, silu
 from transformers.models.llama import modeling_llama
 
 from xsumtune.generate import kernels
-from xsumtune.generate.generation import left_pad
 from xsumtune.generate.lines import line_tables
-from xsumtune.data.sources import Report, load_split
-from xsumtune.data.tokenization import PromptEncoder
-from conftest import ROOT
-from test_generation import NewlineAt, grouped_model, model  # noqa: F401 - fixtures
+from test_generation import NewlineAt, grouped_model, longest_first_batch, model  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(not kernels.available(torch.device("cpu")), reason="needs Triton's interpreter")
 
@@ -100,11 +96,7 @@ def test_graphs_loop_with_triton_kernels_keeps_every_token(which, model, grouped
     from xsumtune.generate.graphs import greedy_decode
 
     subject = model if which == "lora" else grouped_model
-    rows = load_split(str(ROOT / "data" / "sample"), "test", "error", Report())[:12]
-    encoder = PromptEncoder(tokenizer, "direct")
-    ids = sorted((encoder.encode_prompt(row["document"], 22 + 5 * i)[0] for i, row in enumerate(rows)), key=len,
-                 reverse=True)
-    input_ids, attention_mask = left_pad(ids, tokenizer.eos_token_id)
+    ids, input_ids, attention_mask = longest_first_batch(tokenizer, 12, 22, 5)
     calls = []
     original = kernels.row_attention
     kernels.row_attention = lambda *args: calls.append(args[0].shape[0]) or original(*args)

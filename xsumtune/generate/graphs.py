@@ -246,63 +246,56 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     None: every row reads every slot. triton_kernels: where Triton runs (xsumtune/generate/kernels.py), decode
     attention reads each row's own slots only, and a Llama's RMSNorm, rotary embedding and SiLU gate run fused
     (decode_padding then has no use)."""
-    with kernels.fused_llama_layers(model) if triton_kernels and kernels.available(input_ids.device) else \
-            nullcontext(None) as fused:
-        return _greedy_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, min_new_tokens,
-                              line_tables, check_every, warmup, drop_below, min_rows, prefill_tokens, decode_padding,
-                              row_attention=fused is not None)
-
-
-def _greedy_decode(model, input_ids, attention_mask, max_new_tokens, eos_token_id, min_new_tokens, line_tables,
-                   check_every, warmup, drop_below, min_rows, prefill_tokens, decode_padding, row_attention):
-    rows, width = input_ids.shape
-    cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
-    positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
-    positions = positions.masked_fill(attention_mask == 0, 0)
-    with record_function("prefill"):
-        # the prompts' lengths, read to the host once for both prefill's groups and decode attention's runs
-        lengths = None if prefill_tokens is None and decode_padding is None else attention_mask.sum(-1).tolist()
-        logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths)
-        decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
-                           eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables,
-                           groups=None if decode_padding is None else decode_groups(lengths, decode_padding),
-                           row_attention=row_attention)
-        decoder.choose(logits)
-    del logits
-    cuda = input_ids.device.type == "cuda"
-    graph, steps, eager_until = None, 1, warmup
-    with _grouped_attention(model), record_function("decode"):
-        while steps < max_new_tokens:
-            if steps % check_every == 0:
-                running, left = len(decoder.rows), int(decoder.unfinished.sum())
-                if left == 0:
-                    break
-                if left <= drop_below * running and running >= min_rows:
-                    with record_function("drop finished rows"):
-                        kept = decoder.unfinished.nonzero().squeeze(1)
-                        decoder.keep(kept)
-                        if decode_padding is not None:
-                            lengths = [lengths[row] for row in kept.tolist()]
-                            decoder.groups = decode_groups(lengths, decode_padding)
-                    if graph is not None:
-                        graph.reset()
-                        graph, eager_until = None, steps
-            if not cuda or steps <= eager_until:
-                if cuda:
-                    side = torch.cuda.Stream()
-                    side.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(side):
+    fused = triton_kernels and kernels.available(input_ids.device)
+    with kernels.fused_llama_layers(model) if fused else nullcontext():
+        rows, width = input_ids.shape
+        cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
+        positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
+        positions = positions.masked_fill(attention_mask == 0, 0)
+        with record_function("prefill"):
+            # the prompts' lengths, read to the host once for both prefill's groups and decode attention's runs
+            lengths = None if prefill_tokens is None and decode_padding is None else attention_mask.sum(-1).tolist()
+            logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths)
+            decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
+                               eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables,
+                               groups=None if decode_padding is None else decode_groups(lengths, decode_padding),
+                               row_attention=fused)
+            decoder.choose(logits)
+        del logits
+        cuda = input_ids.device.type == "cuda"
+        graph, steps, eager_until = None, 1, warmup
+        with _grouped_attention(model), record_function("decode"):
+            while steps < max_new_tokens:
+                if steps % check_every == 0:
+                    running, left = len(decoder.rows), int(decoder.unfinished.sum())
+                    if left == 0:
+                        break
+                    if left <= drop_below * running and running >= min_rows:
+                        with record_function("drop finished rows"):
+                            kept = decoder.unfinished.nonzero().squeeze(1)
+                            decoder.keep(kept)
+                            if decode_padding is not None:
+                                lengths = [lengths[row] for row in kept.tolist()]
+                                decoder.groups = decode_groups(lengths, decode_padding)
+                        if graph is not None:
+                            graph.reset()
+                            graph, eager_until = None, steps
+                if not cuda or steps <= eager_until:
+                    if cuda:
+                        side = torch.cuda.Stream()
+                        side.wait_stream(torch.cuda.current_stream())
+                        with torch.cuda.stream(side):
+                            decoder.step()
+                        torch.cuda.current_stream().wait_stream(side)
+                    else:
                         decoder.step()
-                    torch.cuda.current_stream().wait_stream(side)
                 else:
-                    decoder.step()
-            else:
-                if graph is None:
-                    graph = torch.cuda.CUDAGraph()
-                    with record_function("capture"), torch.cuda.graph(graph):  # recorded, not run: no state moves
-                        decoder.step()
-                graph.replay()
-            steps += 1
-    if graph is not None:
-        graph.reset()
-    return decoder.new_tokens()[:, :steps]
+                    if graph is None:
+                        graph = torch.cuda.CUDAGraph()
+                        with record_function("capture"), torch.cuda.graph(graph):  # recorded, not run: no state moves
+                            decoder.step()
+                    graph.replay()
+                steps += 1
+        if graph is not None:
+            graph.reset()
+        return decoder.new_tokens()[:, :steps]
