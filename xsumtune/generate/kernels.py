@@ -17,6 +17,7 @@ import os
 from contextlib import contextmanager
 
 import torch
+from transformers.models.llama import modeling_llama
 
 try:
     import triton
@@ -25,6 +26,7 @@ except ImportError:  # no Triton for this platform: PyTorch's kernels
     triton = None
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+LLAMA_ROTARY = modeling_llama.apply_rotary_pos_emb  # transformers' own, for what the fused kernel doesn't take
 ROWS = 16  # query rows a row_attention program holds: a key/value head's query heads, padded for tl.dot
 
 
@@ -156,13 +158,11 @@ def rms_norm(module, hidden: torch.Tensor) -> torch.Tensor:
 def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1):
     """apply_rotary_pos_emb in one kernel for q [batch, heads, seq, dim], k [batch, kv_heads, seq, dim] and
     cos, sin [batch, seq, dim] of their dtype (PyTorch's for anything else)."""
-    from transformers.models.llama import modeling_llama
-
     batch, q_heads, seq, dim = q.shape
     if unsqueeze_dim != 1 or dim != _pow2(dim) or q.stride(-1) != 1 or k.stride(-1) != 1 or \
             not q.dtype == k.dtype == cos.dtype == sin.dtype or cos.shape != (batch, seq, dim) or \
             cos.stride() != sin.stride() or cos.stride(-1) != 1:
-        return _ORIGINAL_ROTARY.get("function", modeling_llama.apply_rotary_pos_emb)(q, k, cos, sin, unsqueeze_dim)
+        return LLAMA_ROTARY(q, k, cos, sin, unsqueeze_dim)
     q_out, k_out = torch.empty_like(q), torch.empty_like(k)
     k_heads = k.shape[1]
     _rotary_kernel[(batch * seq,)](
@@ -185,15 +185,10 @@ def _mlp(module, x: torch.Tensor) -> torch.Tensor:
     return module.down_proj(silu_gate(module.gate_proj(x), module.up_proj(x)))
 
 
-_ORIGINAL_ROTARY: dict = {}
-
-
 @contextmanager
 def fused_llama_layers(model):
     """Inside, the Llama layers of model (RMSNorm, rotary embedding, a SiLU MLP) run the fused kernels; other
     modules are untouched. Yields how many modules (and whether the rotary function) were switched."""
-    from transformers.models.llama import modeling_llama
-
     norms = [m for m in model.modules() if type(m) is modeling_llama.LlamaRMSNorm]
     mlps = [m for m in model.modules() if type(m) is modeling_llama.LlamaMLP and
             m.config.hidden_act in ("silu", "swish") and not m.config.mlp_bias]
@@ -202,13 +197,12 @@ def fused_llama_layers(model):
         module.forward = rms_norm.__get__(module)
     for module in mlps:
         module.forward = _mlp.__get__(module)
+    before = modeling_llama.apply_rotary_pos_emb
     if attention:
-        _ORIGINAL_ROTARY["function"] = modeling_llama.apply_rotary_pos_emb
         modeling_llama.apply_rotary_pos_emb = rotary
     try:
         yield {"norms": len(norms), "mlps": len(mlps), "rotary": attention}
     finally:
         for module in norms + mlps:
             del module.forward
-        if attention:
-            modeling_llama.apply_rotary_pos_emb = _ORIGINAL_ROTARY.pop("function")
+        modeling_llama.apply_rotary_pos_emb = before
