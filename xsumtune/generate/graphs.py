@@ -247,6 +247,8 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     attention reads each row's own slots only, and a Llama's RMSNorm, rotary embedding and SiLU gate run fused
     (decode_padding then has no use)."""
     fused = triton_kernels and kernels.available(input_ids.device)
+    if fused:  # row attention reads each row's own slots: no runs of rows to plan
+        decode_padding = None
     with kernels.fused_llama_layers(model) if fused else nullcontext():
         rows, width = input_ids.shape
         cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
