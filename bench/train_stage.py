@@ -173,7 +173,8 @@ def main():
                    f"{args.out_dir}/train_stage_{args.name}_profile.txt")
     speeds = sorted(r["real_tokens_per_s"] for r in reps)
     result = {
-        "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides, "same_packs": args.same_packs,
+        "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides,
+        "same_packs": args.same_packs,
         **commit_facts(args.commit), "train_rows": len(splits["train"]),
         "batch": f"{config.train.batch_size} x {config.train.grad_accum}",
         "epochs": args.epochs, "warmup_steps_untimed": args.warmup,
