@@ -10,8 +10,11 @@ sample, built by the stage's build_prompts. Each cache runs `--reps` times over 
   forced: every row makes exactly max_new_tokens tokens (no eos, no line-end stop), the other options the
           profile's: the fixed-work figure the speed goals are set in
 The JSON holds each repetition, the median and spread, and how many articles' tokens equal the static
-path's (and of those that differ, how many first differ at a bf16 tie of the logits). --torch-profile
-runs the last cache's stage way once more under torch.profiler and writes where the time went
+path's (and of those that differ, how many first differ at a bf16 tie of the logits), and where the time went:
+the graphs loop's prefill calls timed on their own (the GPU synchronized around each), their tokens (rows x
+width as computed, and the prompts' own) and the rate that makes in model FLOPs (2 x the layers' parameters a token; 0
+without the graphs loop, which has no separate prefill). --torch-profile runs the last cache's last way once
+more under torch.profiler and writes where the time went
 (prefill, decode, capture, dropping finished rows, kernels) to generate_stage_<name>_profile.txt.
 
     python bench/generate_stage.py --profile smol --model-config models/configs/smollm2-135m --name smol
@@ -49,6 +52,31 @@ def timed(run) -> tuple[list, float]:
     if CUDA:
         torch.cuda.synchronize()
     return results, time.perf_counter() - start
+
+
+class PrefillClock:
+    """graphs.prefill wrapped: seconds (the GPU synchronized before and after each call) and tokens, summed."""
+
+    def __init__(self):
+        self.inner, self.seconds, self.computed, self.real = graphs.prefill, 0.0, 0, 0
+        graphs.prefill = self
+
+    def __call__(self, model, cache, input_ids, attention_mask, *args, **kwargs):
+        if CUDA:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        logits = self.inner(model, cache, input_ids, attention_mask, *args, **kwargs)
+        if CUDA:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        self.computed += input_ids.numel()
+        self.real += int(attention_mask.sum())
+        return logits
+
+    def take(self) -> tuple[float, int, int]:
+        taken = self.seconds, self.computed, self.real
+        self.seconds, self.computed, self.real = 0.0, 0, 0
+        return taken
 
 
 def main():
@@ -124,15 +152,21 @@ def main():
                                           desc=f"{cache} forced", cudnn_attention=e.cudnn_attention, **options)
 
     generate_summaries(model, tokenizer, prompts[:8], batch_size=8, max_new_tokens=4)  # kernels, handles
+    clock = PrefillClock()
+    # prefill's FLOPs: 2 a parameter a token, the embedding table (looked up) and the head (last position) aside
+    outside = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) for p in m.parameters()}
+    parameters = sum(p.numel() for p in model.parameters() if id(p) not in outside)
     outputs = {}
     for how in args.ways.split(","):
         for cache in args.caches.split(","):
             if CUDA:
                 torch.cuda.reset_peak_memory_stats()
-            seconds, results = [], None
+            seconds, prefill, results = [], [], None
             for _ in range(args.static_reps or args.reps if cache == "static" else args.reps):
+                clock.take()
                 results, s = timed(way(cache, how))
                 seconds.append(round(s, 2))
+                prefill.append(clock.take())
             outputs[(how, cache)] = results
             rates = [round(len(prompts) / s, 1) for s in seconds]
             run = {"seconds": seconds, "articles_per_s": rates, "articles_per_s_median": statistics.median(rates),
@@ -140,7 +174,11 @@ def main():
                    "new_tokens": sum(r.tokens for r in results),
                    "natural_stops": sum(not r.stopped_by_cap for r in results),
                    "failed": sum(r.error is not None for r in results),
-                   "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if CUDA else None}
+                   "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if CUDA else None,
+                   "prefill_seconds": [round(p[0], 2) for p in prefill],
+                   "rest_seconds": [round(s - p[0], 2) for s, p in zip(seconds, prefill)],
+                   "prefill_tokens": {"computed": prefill[-1][1], "prompts": prefill[-1][2]},
+                   "prefill_tflops": [round(2 * parameters * p[1] / p[0] / 1e12, 1) if p[0] else 0 for p in prefill]}
             reference = "graphs" if cache == "candidate" else "static"
             if (how, reference) in outputs and cache != reference:
                 run.update({"compared_with": reference, **equality(model, prompts, outputs[(how, reference)], results)})
@@ -150,11 +188,11 @@ def main():
     if args.torch_profile:
         activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if CUDA else [])
         with torch.profiler.profile(activities=activities) as profiler:
-            _, wall = timed(way(cache, "stage"))
+            _, wall = timed(way(cache, how))
         table = profiler.key_averages()
         gpu, launches = gpu_time(table)
         with open(f"{args.out_dir}/generate_stage_{args.name}_profile.txt", "w") as out:
-            out.write(f"{args.name} at {facts['commit']}: {cache} stage, {len(prompts)} articles, one run under "
+            out.write(f"{args.name} at {facts['commit']}: {cache} {how}, {len(prompts)} articles, one run under "
                       f"torch.profiler: {wall:.3f} s wall, {gpu:.3f} s of GPU kernel time ({gpu / wall:.0%} busy), "
                       f"{launches} kernel launches\n")
             for key in ("cpu_time_total", "self_cuda_time_total" if CUDA else "self_cpu_time_total"):
