@@ -61,16 +61,22 @@ class PrefillClock:
         self.inner, self.seconds, self.computed, self.real = graphs.prefill, 0.0, 0, 0
         graphs.prefill = self
 
-    def __call__(self, model, cache, input_ids, attention_mask, *args, **kwargs):
+    def __call__(self, model, cache, input_ids, attention_mask, positions, prefill_tokens=None, lengths=None,
+                 **kwargs):
         if CUDA:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        logits = self.inner(model, cache, input_ids, attention_mask, *args, **kwargs)
+        logits = self.inner(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths, **kwargs)
         if CUDA:
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - start
-        self.computed += input_ids.numel()
-        self.real += int(attention_mask.sum())
+        lengths = attention_mask.sum(-1).tolist()
+        self.real += sum(lengths)
+        if getattr(self.inner, "keywords", {}).get("causal", True):  # each group cut to its longest prompt
+            groups = graphs.prefill_groups(lengths, prefill_tokens)
+            self.computed += sum(len(group) * max(lengths[row] for row in group) for group in groups)
+        else:
+            self.computed += input_ids.numel()
         return logits
 
     def take(self) -> tuple[float, int, int]:
@@ -98,6 +104,8 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--articles", type=int, help="the first N test articles only (default: all)")
     parser.add_argument("--static-reps", type=int, help="repetitions of the static path (default: --reps)")
+    parser.add_argument("--masked-prefill", action="store_true", help="graphs: prefill as one masked call over "
+                        "the left-padded batch (before prefill ran right-padded rows with causal attention)")
     parser.add_argument("--torch-profile", action="store_true")
     parser.add_argument("--name", required=True)
     parser.add_argument("--commit")
@@ -128,6 +136,7 @@ def main():
     facts = commit_facts(args.commit)
     record = {"bench": "generate_stage", "profile": args.profile, "overrides": args.overrides, **facts,
               "finished_rows": "kept to the batch's end" if args.keep_finished else "dropped",
+              "prefill": "one masked call" if args.masked_prefill else "right-padded, causal",
               "model": f"{model_config.name} ({model_config.weights} weights), {model_config.dtype}, quantization "
                        f"{model_config.quantization}{', dequantized' if e.dequantize and model_config.quantization != 'none' else ''}, LoRA {'merged' if e.merge_adapter else 'unmerged'}",
               "articles": len(prompts), "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
@@ -146,13 +155,15 @@ def main():
             return lambda: run_system(dataclasses.replace(config, generate=generate), model, tokenizer, prompts,
                                       f"{cache} stage")
         options = {**decoding_options(generate), "min_new_tokens": e.max_new_tokens}
-        return lambda: generate_summaries(model, tokenizer, prompts, batch_size=e.batch_size,
-                                          max_new_tokens=e.max_new_tokens, token_budget=e.token_budget,
-                                          sort_by_length=e.sort_by_length, stop_at_line_end=False,
-                                          desc=f"{cache} forced", cudnn_attention=e.cudnn_attention, **options)
+        return lambda: generate_summaries(model, tokenizer, prompts, batch_size=generate.batch_size,
+                                          max_new_tokens=e.max_new_tokens, token_budget=generate.token_budget,
+                                          sort_by_length=generate.sort_by_length, stop_at_line_end=False,
+                                          desc=f"{cache} forced", cudnn_attention=generate.cudnn_attention, **options)
 
     generate_summaries(model, tokenizer, prompts[:8], batch_size=8, max_new_tokens=4)  # kernels, handles
     clock = PrefillClock()
+    if args.masked_prefill:
+        clock.inner = functools.partial(clock.inner, causal=False)
     # prefill's FLOPs: 2 a parameter a token, the embedding table (looked up) and the head (last position) aside
     outside = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) for p in m.parameters()}
     parameters = sum(p.numel() for p in model.parameters() if id(p) not in outside)

@@ -465,10 +465,11 @@ def test_prefill_groups_hold_every_row_once_longest_first_within_the_budget(budg
 
 
 @pytest.mark.parametrize("which", ["lora", "grouped"])
-def test_prefill_in_groups_fills_the_cache_as_one_call_and_keeps_every_token(which, model, grouped_model, tokenizer,
-                                                                             prompts):
-    """Rows of similar length prefilled in groups, each cut to its longest prompt: the same logits and cache
-    slots as one call over the whole padded batch, so the same tokens; each call is narrower than the batch."""
+def test_prefill_fills_the_cache_as_one_masked_call_and_keeps_every_token(which, model, grouped_model, tokenizer,
+                                                                          prompts, monkeypatch):
+    """Prefill runs the left-padded batch right-padded, with plain causal attention (no mask), in one call or in
+    groups of rows of similar length, each cut to its longest prompt: the same logits and cache slots as one
+    masked call over the whole batch, so the same tokens; each group's call is narrower than the batch."""
     from transformers import StaticCache
     from xsumtune.generate.graphs import greedy_decode, prefill, prefill_groups
 
@@ -479,28 +480,39 @@ def test_prefill_in_groups_fills_the_cache_as_one_call_and_keeps_every_token(whi
     budget = 700
     groups = prefill_groups(attention_mask.sum(-1).tolist(), budget)
     assert len(groups) >= 3
-    shapes = []
+    shapes, masks = [], []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def attention(query, key, value, attn_mask=None, is_causal=False, **kwargs):
+        masks.append((attn_mask is None, is_causal))
+        return sdpa(query, key, value, attn_mask=attn_mask, is_causal=is_causal, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
     counter = subject.get_output_embeddings().register_forward_hook(lambda m, i, out: shapes.append(i[0].shape[:2]))
     config = subject.config.get_text_config(decoder=True)
-    caches, logits = [], []
+    caches, logits, calls = [], [], []
     try:
         with torch.inference_mode():
-            for tokens in (None, budget):
+            for causal, tokens in ((False, None), (True, None), (True, budget)):
                 cache = StaticCache(config=config, max_cache_len=input_ids.shape[1] + 8)
-                logits.append(prefill(subject, cache, input_ids, attention_mask, positions, tokens))
+                logits.append(prefill(subject, cache, input_ids, attention_mask, positions, tokens, causal=causal))
                 caches.append(cache)
+                calls.append(set(masks))
+                masks.clear()
     finally:
         counter.remove()
-    assert len(shapes) == 1 + len(groups)
-    assert all(rows < len(ids) for rows, _ in shapes[1:])
-    torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-4)
+    assert calls == [{(False, False)}, {(True, True)}, {(True, True)}]  # masked; then causal, with no mask
+    assert len(shapes) == 2 + len(groups) and all(seen == 1 for _, seen in shapes)  # the head: last tokens only
+    assert all(rows < len(ids) for rows, _ in shapes[2:])
     real = attention_mask.bool()[:, None, :, None]  # [rows, 1, slots, 1]: left padding is masked either way
-    for one, grouped in zip(caches[0].layers, caches[1].layers, strict=True):
-        for a, b in ((one.keys, grouped.keys), (one.values, grouped.values)):
-            width = input_ids.shape[1]
-            torch.testing.assert_close(torch.where(real, b[:, :, :width], 0), torch.where(real, a[:, :, :width], 0),
-                                       rtol=1e-4, atol=1e-4)
-        assert int(grouped.cumulative_length) == int(one.cumulative_length) == input_ids.shape[1]
+    width = input_ids.shape[1]
+    for cache, out in zip(caches[1:], logits[1:]):
+        torch.testing.assert_close(out, logits[0], rtol=1e-4, atol=1e-4)
+        for one, other in zip(caches[0].layers, cache.layers, strict=True):
+            for a, b in ((one.keys, other.keys), (one.values, other.values)):
+                torch.testing.assert_close(torch.where(real, b[:, :, :width], 0), torch.where(real, a[:, :, :width], 0),
+                                           rtol=1e-4, atol=1e-4)
+            assert int(other.cumulative_length) == int(one.cumulative_length) == width
     hooks = NewlineAt(subject, 13)
     try:
         options = dict(max_new_tokens=30, min_new_tokens=1, eos_token_id=tokenizer.eos_token_id,

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.nn.functional import scaled_dot_product_attention, silu
 from transformers.models.llama import modeling_llama
+from transformers.models.phi import modeling_phi
 
 from xsumtune.generate import kernels
 from xsumtune.generate.lines import line_tables
@@ -67,6 +68,18 @@ def test_fused_llama_ops_compute_what_pytorchs_compute(dtype):
             torch.testing.assert_close(actual, expected)
         else:
             close_in_bf16(actual, expected, x.abs() + modeling_llama.rotate_half(x).abs())
+    # Phi's partial rotary embedding: the first 32 of 80 dims rotated (as modeling_phi does), the rest copied
+    q = torch.randn(2, 37, 6, 80, dtype=dtype).transpose(1, 2)
+    k = torch.randn(2, 37, 6, 80, dtype=dtype).transpose(1, 2)
+    cos, sin = cos[..., :32], sin[..., :32]
+    turned = modeling_phi.apply_rotary_pos_emb(q[..., :32], k[..., :32], cos, sin)
+    for actual, expected, x in zip(kernels._rotated(q, k, cos, sin), turned, (q, k), strict=True):
+        assert actual.shape == x.shape and actual.is_contiguous()
+        assert torch.equal(actual[..., 32:], x[..., 32:])
+        if dtype == torch.float32:
+            torch.testing.assert_close(actual[..., :32], expected)
+        else:
+            close_in_bf16(actual[..., :32], expected, x[..., :32].abs() + modeling_llama.rotate_half(x[..., :32]).abs())
 
     gate, up = torch.randn(2, 3, 50, 1536, dtype=dtype) * 3
     expected = silu(gate) * up
@@ -76,17 +89,25 @@ def test_fused_llama_ops_compute_what_pytorchs_compute(dtype):
         close_in_bf16(kernels.silu_gate(gate, up), expected, (gate * up).abs())
 
 
-def test_fused_layers_switch_a_llamas_modules_and_put_them_back(grouped_model, model):  # noqa: F811
+def test_fused_layers_switch_a_llamas_and_a_phis_modules_and_put_them_back(grouped_model, model):  # noqa: F811
     rotary = modeling_llama.apply_rotary_pos_emb
     norms = sum(type(m) is modeling_llama.LlamaRMSNorm for m in grouped_model.modules())
-    with kernels.fused_llama_layers(grouped_model) as fused:
-        assert fused == {"norms": norms, "mlps": 2, "rotary": True} and norms == 5  # 2 layers x 2, and the last
+    with kernels.fused_layers(grouped_model) as fused:
+        assert fused == {"norms": norms, "mlps": 2, "rotary": True, "phi_attention": 0} and norms == 5  # 2 x 2 + 1
         assert modeling_llama.apply_rotary_pos_emb is kernels.rotary
         assert all("forward" in vars(m) for m in grouped_model.modules() if type(m) is modeling_llama.LlamaMLP)
     assert modeling_llama.apply_rotary_pos_emb is rotary
     assert not any("forward" in vars(m) for m in grouped_model.modules())
-    with kernels.fused_llama_layers(model) as fused:  # a Phi: none of its layers is a Llama's
-        assert fused == {"norms": 0, "mlps": 0, "rotary": False}
+    with kernels.fused_layers(model) as fused:  # a Phi (LoRA on its projections): its attention modules only
+        assert fused == {"norms": 0, "mlps": 0, "rotary": False, "phi_attention": 2}
+        assert all("forward" in vars(m) for m in model.modules() if type(m) is modeling_phi.PhiAttention)
+    assert not any("forward" in vars(m) for m in model.modules())
+    ids = torch.randint(0, 1000, (2, 9), generator=torch.Generator().manual_seed(0))
+    for subject in (grouped_model, model):  # float32: the same logits
+        with torch.inference_mode():
+            expected = subject(input_ids=ids).logits
+            with kernels.fused_layers(subject):
+                torch.testing.assert_close(subject(input_ids=ids).logits, expected)
 
 
 @pytest.mark.parametrize("which", ["lora", "grouped"])

@@ -24,7 +24,7 @@ import torch
 from torch.nn.functional import scaled_dot_product_attention
 from torch.profiler import record_function
 from transformers import AttentionInterface, DynamicCache, StaticCache
-from transformers.cache_utils import StaticLayer
+from transformers.cache_utils import DynamicLayer, StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -119,41 +119,75 @@ def prefill_groups(lengths: list[int], prefill_tokens: int | None) -> list[list[
     return [*groups, current] if current else groups
 
 
-def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-            prefill_tokens: int | None = None, lengths: list[int] | None = None) -> torch.Tensor:
-    """The prompt's forward pass into the batch's static cache; the last position's logits of each row.
+class _RolledLayer(DynamicLayer):
+    """A prefill call's cache layer over right-padded rows: each key and value goes straight into the static
+    cache's layer at its row and slot (a row's tokens end at the batch's width, as left padding puts them), and
+    the call's attention gets the call's own keys and values back."""
 
-    The batch is padded to its longest prompt, so with rows of mixed lengths much of one prefill call is
-    padding (half of it for the smol profile's 800,000-token batches of the sample's test articles). With
-    prefill_tokens, rows of similar length are run in groups (prefill_groups), each group cut to its own
-    longest prompt, and each group's keys and values are copied into the right end of its rows' slots: the
-    same slots, positions and values as one call (left padding is masked either way). lengths: the prompts'
-    lengths (attention_mask's row sums) where the caller has read them already."""
-    if prefill_tokens is not None and lengths is None:
-        lengths = attention_mask.sum(-1).tolist()  # read to the host only to group
-    groups = [] if prefill_tokens is None else prefill_groups(lengths, prefill_tokens)
-    if len(groups) <= 1 or not all(type(layer) is StaticLayer for layer in cache.layers):
+    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, slots: torch.Tensor):
+        """rows [group, 1, 1]: the call's rows in the batch; slots [group, 1, width]: each position's slot."""
+        super().__init__()
+        self.target, self.batch, self.rows, self.slots = target, batch, rows, slots
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        target = self.target
+        if not target.is_initialized:  # allocated as one call would: every row, the cache's length
+            target.lazy_initialization(keys.new_empty((self.batch, keys.shape[1], 0, keys.shape[-1])),
+                                       values.new_empty((self.batch, values.shape[1], 0, values.shape[-1])))
+        heads = torch.arange(keys.shape[1], device=keys.device)[None, :, None]
+        target.keys.index_put_((self.rows, heads, self.slots), keys)
+        target.values.index_put_((self.rows, heads, self.slots), values)
+        return keys, values
+
+
+def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
+            prefill_tokens: int | None = None, lengths: list[int] | None = None, causal: bool = True) -> torch.Tensor:
+    """The prompts' forward pass into the batch's static cache; the last position's logits of each row.
+
+    The batch comes left-padded. Its rows are run right-padded instead: with no padding before a row's tokens,
+    attention is plain causal attention (flash kernels, which skip the keys after each query), where left padding
+    needs a mask over every pair of positions. Each row's keys and values go to the slots left padding gives
+    them (_RolledLayer), and the logits are taken at each row's last token: the same slots, positions and values
+    as one masked call, but for the attention kernels' rounding.
+
+    With prefill_tokens, rows of similar length are run in groups (prefill_groups), each cut to its own longest
+    prompt: less padding run through the model (half of the smol profile's 800,000-token batches of the sample's
+    test articles). lengths: the prompts' lengths (attention_mask's row sums) where the caller has read them.
+    causal=False, or a cache of other layers than StaticLayer: one masked call over the left-padded batch."""
+    if not causal or not all(type(layer) is StaticLayer for layer in cache.layers):
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                      past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    if lengths is None:
+        lengths = attention_mask.sum(-1).tolist()  # read to the host to cut and group
     rows, width = input_ids.shape
+    device = input_ids.device
+    length = torch.tensor(lengths, device=device)
+    # position j of a right-padded row is slot (j + its padding) % width of the left-padded one; a right pad
+    # lands in the left padding, which is masked, or read by no row
+    slots = (torch.arange(width, device=device) + (width - length)[:, None]) % width
+    right = input_ids.gather(1, slots)
+    head = model.get_output_embeddings()
     logits = None
-    for group in groups:
-        index = torch.tensor(group, device=input_ids.device)
-        cut = width - lengths[group[0]]  # the group's own left padding starts here (its first row is its longest)
+    for group in prefill_groups(lengths, prefill_tokens):
+        index = torch.tensor(group, device=device)
+        cut = max(lengths[row] for row in group)
+        last = length[index] - 1
         part = DynamicCache(config=model.config.get_text_config(decoder=True))
-        out = model(input_ids=input_ids[index, cut:], attention_mask=attention_mask[index, cut:],
-                    position_ids=positions[index, cut:], past_key_values=part, use_cache=True,
-                    logits_to_keep=1).logits[:, -1]
+        part.layers = [_RolledLayer(layer, rows, index[:, None, None], slots[index, None, :cut])
+                       for layer in cache.layers]
+        # the head sees each row's last token only
+        taken = torch.arange(len(group), device=device)
+        hook = head.register_forward_pre_hook(lambda module, args: (args[0][taken, last, None],))
+        try:
+            # a row's positions as left padding gives them, its right padding repeating the last
+            positions = torch.arange(cut, device=device).minimum(last[:, None])
+            out = model(input_ids=right[index, :cut], position_ids=positions, past_key_values=part, use_cache=True,
+                        logits_to_keep=0).logits[:, -1]
+        finally:
+            hook.remove()
         if logits is None:
             logits = out.new_empty((rows, out.shape[-1]))
         logits[index] = out
-        for layer, source in zip(cache.layers, part.layers, strict=True):
-            if not layer.is_initialized:  # allocated as one call would: every row, the cache's length
-                keys, values = source.keys, source.values
-                layer.lazy_initialization(keys.new_empty((rows, keys.shape[1], 0, keys.shape[-1])),
-                                          values.new_empty((rows, values.shape[1], 0, values.shape[-1])))
-            layer.keys[index, :, cut:width] = source.keys
-            layer.values[index, :, cut:width] = source.values
         del part, out
     for layer in cache.layers:
         layer.cumulative_length.fill_(width)  # the next token goes to slot width, as after one call
@@ -244,19 +278,18 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     elsewhere every step runs eagerly. prefill_tokens: see prefill. decode_padding: decode attention in runs of
     rows of similar prompt length (decode_groups), each reading the cache from its own longest prompt on;
     None: every row reads every slot. triton_kernels: where Triton runs (xsumtune/generate/kernels.py), decode
-    attention reads each row's own slots only, and a Llama's RMSNorm, rotary embedding and SiLU gate run fused
-    (decode_padding then has no use)."""
+    attention reads each row's own slots only, and a Llama's RMSNorm, rotary embedding and SiLU gate and Phi's
+    partial rotary embedding run fused (decode_padding then has no use)."""
     fused = triton_kernels and kernels.available(input_ids.device)
     if fused:  # row attention reads each row's own slots: no runs of rows to plan
         decode_padding = None
-    with kernels.fused_llama_layers(model) if fused else nullcontext():
+    with kernels.fused_layers(model) if fused else nullcontext():
         rows, width = input_ids.shape
         cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
         positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
         positions = positions.masked_fill(attention_mask == 0, 0)
         with record_function("prefill"):
-            # the prompts' lengths, read to the host once for both prefill's groups and decode attention's runs
-            lengths = None if prefill_tokens is None and decode_padding is None else attention_mask.sum(-1).tolist()
+            lengths = attention_mask.sum(-1).tolist()  # read to the host once, for prefill and decode attention's runs
             logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths)
             decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
                                eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables,
