@@ -135,9 +135,18 @@ class _RolledLayer(DynamicLayer):
             target.lazy_initialization(keys.new_empty((self.batch, keys.shape[1], 0, keys.shape[-1])),
                                        values.new_empty((self.batch, values.shape[1], 0, values.shape[-1])))
         heads = torch.arange(keys.shape[1], device=keys.device)[None, :, None]
-        target.keys.index_put_((self.rows, heads, self.slots), keys)
-        target.values.index_put_((self.rows, heads, self.slots), values)
+        for cache, new in ((target.keys, keys), (target.values, values)):
+            if _words(cache) and _words(new):  # a head's vector as 8-byte words: a quarter of the elements to index
+                cache, new = cache.view(torch.int64), new.view(torch.int64)
+            cache.index_put_((self.rows, heads, self.slots), new)
         return keys, values
+
+
+def _words(x: torch.Tensor) -> bool:
+    """Whether x [..., dim] can be viewed as 8-byte words along its last dim."""
+    size = x.element_size()
+    return x.stride(-1) == 1 and x.shape[-1] * size % 8 == 0 and x.storage_offset() * size % 8 == 0 and \
+        all(stride * size % 8 == 0 for stride in x.stride()[:-1])
 
 
 def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
