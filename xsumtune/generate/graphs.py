@@ -189,8 +189,8 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
         hook = head.register_forward_pre_hook(lambda module, args: (args[0][taken, last, None],))
         try:
             # a row's positions as left padding gives them, its right padding repeating the last
-            positions = torch.arange(cut, device=device).minimum(last[:, None])
-            out = model(input_ids=right[index, :cut], position_ids=positions, past_key_values=part, use_cache=True,
+            own = torch.arange(cut, device=device).minimum(last[:, None])
+            out = model(input_ids=right[index, :cut], position_ids=own, past_key_values=part, use_cache=True,
                         logits_to_keep=0).logits[:, -1]
         finally:
             hook.remove()
