@@ -10,8 +10,9 @@ the rows are left, the finished ones are dropped (the cache and the state keep o
 and the step is captured again for the smaller batch.
 
 It makes the tokens `generate` makes with greedy decoding, a static cache, `min_new_tokens`, eos as pad
-and LineEnd (tests/test_generation.py compares them token for token): the same prefill call, the same
-positions, argmax over float32 logits, eos for rows already done. Decode steps of a grouped-query model
+and LineEnd (tests/test_generation.py compares them token for token): the same cache slots and values after
+prefill (which runs the rows right-padded, with causal attention and no mask: see prefill), the same positions,
+argmax over float32 logits, eos for rows already done. Decode steps of a grouped-query model
 read each key/value head once (grouped_decode_attention), where transformers' SDPA path with a mask
 copies every key/value head once per query head it serves, for each step.
 """
