@@ -55,10 +55,11 @@ def timed(run) -> tuple[list, float]:
 
 
 class PrefillClock:
-    """graphs.prefill wrapped: seconds (the GPU synchronized before and after each call) and tokens, summed."""
+    """graphs.prefill wrapped: seconds (the GPU synchronized before and after each call) and tokens, summed.
+    causal: prefill's own way (right-padded rows, each group cut to its longest prompt); else one masked call."""
 
-    def __init__(self):
-        self.inner, self.seconds, self.computed, self.real = graphs.prefill, 0.0, 0, 0
+    def __init__(self, causal: bool):
+        self.inner, self.causal, self.seconds, self.computed, self.real = graphs.prefill, causal, 0.0, 0, 0
         graphs.prefill = self
 
     def __call__(self, model, cache, input_ids, attention_mask, positions, prefill_tokens=None, lengths=None,
@@ -66,13 +67,15 @@ class PrefillClock:
         if CUDA:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        logits = self.inner(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths, **kwargs)
+        logits = self.inner(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths,
+                            causal=self.causal, **kwargs)
         if CUDA:
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - start
-        lengths = attention_mask.sum(-1).tolist()
+        if lengths is None:  # greedy_decode hands them on
+            lengths = attention_mask.sum(-1).tolist()
         self.real += sum(lengths)
-        if getattr(self.inner, "keywords", {}).get("causal", True):  # each group cut to its longest prompt
+        if self.causal:
             groups = graphs.prefill_groups(lengths, prefill_tokens)
             self.computed += sum(len(group) * max(lengths[row] for row in group) for group in groups)
         else:
@@ -161,9 +164,7 @@ def main():
                                           desc=f"{cache} forced", cudnn_attention=generate.cudnn_attention, **options)
 
     generate_summaries(model, tokenizer, prompts[:8], batch_size=8, max_new_tokens=4)  # kernels, handles
-    clock = PrefillClock()
-    if args.masked_prefill:
-        clock.inner = functools.partial(clock.inner, causal=False)
+    clock = PrefillClock(causal=not args.masked_prefill)
     # prefill's FLOPs: 2 a parameter a token, the embedding table (looked up) and the head (last position) aside
     outside = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) for p in m.parameters()}
     parameters = sum(p.numel() for p in model.parameters() if id(p) not in outside)
