@@ -10,14 +10,24 @@ from conftest import ARTICLES, ROOT, tiny, tiny_config
 from xsumtune.config import Config
 from xsumtune.data.tokenization import PromptEncoder
 from xsumtune.model.loading import apply_lora, load_base_model
-from xsumtune.train.training import CompletionCollator, labelled_logits_trainer, to_dataset, training_arguments
+from xsumtune.train.training import (LABELLED, CompletionCollator, LabelledCollator, labelled_logits_trainer,
+                                     labelled_positions, to_dataset, training_arguments)
 
 
 def build(config: Config, tokenizer, tmp_path, trainer_class, rows):
+    """trainer_class on rows; the project's trainer with the stage's collator (labelled positions found on the host)."""
     model = apply_lora(load_base_model(config.model, config.seed), config.lora, config.seed)
+    collator = CompletionCollator(tokenizer.pad_token_id)
     return trainer_class(model=model, args=training_arguments(config, str(tmp_path)),
                          train_dataset=to_dataset(rows), eval_dataset=to_dataset(rows[:2]),
-                         data_collator=CompletionCollator(tokenizer.pad_token_id))
+                         data_collator=collator if trainer_class is Trainer else LabelledCollator(collator))
+
+
+def test_labelled_positions_index_the_flattened_batch():
+    labels = torch.tensor([[-100, -100, 5, 6], [-100, 7, -100, 8]])
+    assert labelled_positions(labels).tolist() == [1, 2, 4, 6]  # position t is labelled when t + 1 is
+    batch = LabelledCollator(CompletionCollator(0))([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}])
+    assert batch[LABELLED].tolist() == [0, 1]
 
 
 def config_for(model_config, **train) -> Config:
@@ -41,7 +51,9 @@ def test_loss_and_gradients_equal_trainers_own(tmp_path, tokenizer, tiny_model_c
         model = trainer.model
         for items in (None, torch.tensor(37)):  # mean over the batch; or summed over an accumulation window
             model.zero_grad()
-            loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
+            # the labelled positions found on the host (the stage's collator), and on the batch's own device
+            inputs = trainer.data_collator(rows) if items is None else dict(batch)
+            loss = trainer.compute_loss(model, inputs, num_items_in_batch=items)
             loss.backward()
             grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
             results.append((loss.detach(), grads))

@@ -76,7 +76,32 @@ def training_arguments(config: Config, output_dir: str):
         ddp_find_unused_parameters=False,
         # a step bar (main process only) on a terminal; elsewhere (a log, dvc queue) one line per logging step
         disable_tqdm=not sys.stderr.isatty(),
+        # Trainer's filter reads every step's loss to the host (a wait on the GPU); a NaN loss is logged as one
+        logging_nan_inf_filter=False,
+        # batches go to the GPU from pinned memory without waiting for the steps queued before them
+        accelerator_config={"non_blocking": cuda},
     )
+
+
+LABELLED = "labelled_positions"  # a batch's labelled_positions, as LabelledCollator adds them
+
+
+def labelled_positions(labels: torch.Tensor) -> torch.Tensor:
+    """The positions whose next token is labelled, as indices into the batch's flattened [rows x tokens] grid."""
+    rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    return rows * labels.shape[1] + cols
+
+
+class LabelledCollator:
+    """A collator's batches with their labelled_positions (LABELLED), found on the host as the batch is built: on
+    the GPU, nonzero would wait for every kernel queued before it, so the host could not run ahead of the step."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.collator(examples)
+        return {**batch, LABELLED: labelled_positions(batch["labels"])}
 
 
 def labelled_logits_trainer(train=None):
@@ -117,11 +142,14 @@ class LabelledLogitsLoss:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.cuda_graphs and inputs["input_ids"].is_cuda:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are not read again
-        labels = inputs["labels"][:, 1:]  # position t predicts token t + 1
-        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
-        targets = labels[rows, cols]
+        labels = inputs["labels"]
+        positions = inputs.get(LABELLED)
+        if positions is None:  # a batch from another collator than prepare_steps' (found on its device)
+            positions = labelled_positions(labels)
+        targets = labels.reshape(-1)[positions + 1]  # position t predicts token t + 1
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        hook = head.register_forward_pre_hook(lambda _, args: (args[0][rows, cols].unsqueeze(0), *args[1:]))
+        hook = head.register_forward_pre_hook(
+            lambda _, args: (args[0].reshape(-1, args[0].shape[-1]).index_select(0, positions).unsqueeze(0), *args[1:]))
         try:
             outputs = model(input_ids=inputs["input_ids"],
                             attention_mask=inputs.get("attention_mask") if self.padding_mask else None,
@@ -210,8 +238,8 @@ def prepare_steps(config: Config, model, pad_token_id: int, *sets, wrap_collator
     """What a training step runs on, as the train params set it: each decoder layer compiled (train.compile,
     train.compile_mode), packed attention (train.pack_tokens), and the collator: a PackedCollator sized by every
     pack it will see (sets: training_sets' training and evaluation sets, every epoch's packs of each), else a
-    CompletionCollator padding to train.pad_to_multiple_of; passed through wrap_collator where given (a
-    benchmark's count)."""
+    CompletionCollator padding to train.pad_to_multiple_of; either inside a LabelledCollator, then passed through
+    wrap_collator where given (a benchmark's count)."""
     if config.train.compile:
         compile_layers(model, config.train.compile_mode)
     if config.train.pack_tokens:
@@ -221,6 +249,7 @@ def prepare_steps(config: Config, model, pad_token_id: int, *sets, wrap_collator
         collator = PackedCollator(pad_token_id, config.train.pack_tokens, packs)
     else:
         collator = CompletionCollator(pad_token_id, config.train.pad_to_multiple_of)
+    collator = LabelledCollator(collator)
     return wrap_collator(collator) if wrap_collator else collator
 
 
