@@ -8,8 +8,9 @@ step's seconds: with `train.compile_mode: reduce-overhead` the first epoch recor
 and later ones replay them (`--epochs 3 --reps 1` shows both). `--profile-steps` then runs once more to write the top operators of
 3 steps and the share of their wall time the GPU was busy; that run is not one of the timed repetitions
 (with the profiler attached, the whole run slowed to about half speed on an H200). A step's time is
-wall time from the end of the step before it to its own end: data loading, collation, logging and host
-overhead included; the steps during which the stage evaluated or saved a checkpoint are left out. Tokens
+the time from the end of the step before it to its own end, on the GPU's stream (CUDA events: the clock does
+not wait for the GPU, as the stage doesn't): data loading, collation, logging and host overhead included
+wherever the GPU waits for them; the steps during which the stage evaluated or saved a checkpoint are left out. Tokens
 are real (non-pad) tokens, counted as the stage's collator builds each training batch. Three
 repetitions (`--reps`); the JSON holds each and their median and spread, with the profile, overrides
 and commit.
@@ -44,11 +45,24 @@ PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
 
 class StepClock(TrainerCallback):
     """The end time of every optimizer step and the first step of every epoch; steps during which the stage
-    evaluated or saved are marked, and so are the steps profiled (profile_to: a table of the top operators of `profile_steps` steps)."""
+    evaluated or saved are marked, and so are the steps profiled (profile_to: tables of the top operators of
+    `profile_steps` steps, by GPU time and by host time, and their trace).
+
+    On a GPU a step's end is a CUDA event recorded on the stream as the step ends, read once the run is over
+    (times()): the clock never makes the host wait for the GPU, as the stage itself doesn't, so a step's time is
+    the GPU's timeline from the end of the step before, its waits for the host included."""
 
     def __init__(self, profile_to: str | None = None, profile_from: int = 0, profile_steps: int = 3):
         self.ends, self.skipped, self._busy, self.epoch_starts = [], set(), False, []
         self.profile_to, self.profile_from, self.profile_steps, self._profiler = profile_to, profile_from, profile_steps, None
+        self._cuda = torch.cuda.is_available()
+
+    def times(self) -> list[float]:
+        """Every step's end, in seconds from the first's."""
+        if not self._cuda:
+            return [end - self.ends[0] for end in self.ends]
+        torch.cuda.synchronize()
+        return [self.ends[0].elapsed_time(end) / 1e3 for end in self.ends]
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.epoch_starts.append(len(self.ends))
@@ -61,15 +75,18 @@ class StepClock(TrainerCallback):
             self._profiler.__enter__()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.ends.append(time.perf_counter())
+        if self._cuda:
+            self.ends.append(torch.cuda.Event(enable_timing=True))
+            self.ends[-1].record()
+        else:
+            self.ends.append(time.perf_counter())
         step = len(self.ends) - 1
         if self._busy or self._profiler is not None:
             self.skipped.add(step)
         self._busy = False
         if self._profiler is not None and step == self.profile_from + self.profile_steps - 1:
-            self._write_profile(self.ends[step] - self.ends[self.profile_from - 1])
+            times = self.times()
+            self._write_profile(times[step] - times[self.profile_from - 1])
 
     def _write_profile(self, wall: float) -> None:
         profiler, self._profiler = self._profiler, None
@@ -82,7 +99,9 @@ class StepClock(TrainerCallback):
         except (AttributeError, ZeroDivisionError) as error:
             head = f"{self.profile_steps} optimizer steps: {wall:.3f} s wall (under the profiler); no GPU sum: {error}\n"
         table = events.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=60)
-        Path(self.profile_to).write_text(head + table + "\n")
+        host = events.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=60)
+        Path(self.profile_to).write_text(f"{head}{table}\n\nBy host time:\n{host}\n")
+        profiler.export_chrome_trace(str(Path(self.profile_to).with_suffix(".trace.json")))
         print(head)
 
     def on_evaluate(self, args, state, control, **kwargs):
@@ -112,9 +131,10 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
         total = time.perf_counter() - started
     collator = counting[0]
     per_step = config.train.grad_accum
-    steps = len(clock.ends)
+    ends = clock.times()
+    steps = len(ends)
     timed = [i for i in range(warmup + 1, steps) if i not in clock.skipped]
-    seconds = sum(clock.ends[i] - clock.ends[i - 1] for i in timed)
+    seconds = sum(ends[i] - ends[i - 1] for i in timed)
     batches = [collator.batches[i * per_step:(i + 1) * per_step] for i in timed]
     real = sum(b[0] for step in batches for b in step)
     rows = sum(b[1] for step in batches for b in step)
@@ -124,13 +144,13 @@ def repetition(config, tokenizer, train_rows, validation_rows, warmup: int, prof
     bounds, per_epoch = [*clock.epoch_starts, steps], []
     for first, end in zip(bounds, bounds[1:]):
         steps_in = [(i, batch) for i, batch in zip(timed, batches) if first <= i < end]
-        span = sum(clock.ends[i] - clock.ends[i - 1] for i, _ in steps_in)
+        span = sum(ends[i] - ends[i - 1] for i, _ in steps_in)
         per_epoch.append(round(sum(b[0] for _, step in steps_in for b in step) / span) if span else None)
     return {
         "optimizer_steps": steps, "timed_steps": len(timed), "timed_seconds": round(seconds, 2),
         "real_tokens_per_s": round(real / seconds), "samples_per_s": round(rows / seconds, 2),
         "real_tokens_per_s_by_epoch": per_epoch,
-        "step_seconds_median": round(statistics.median(clock.ends[i] - clock.ends[i - 1] for i in timed), 4),
+        "step_seconds_median": round(statistics.median(ends[i] - ends[i - 1] for i in timed), 4),
         "padding_share": round(1 - real / padded, 3), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0, 2),
         "stage_seconds": round(total, 1), "train_loss": round(metrics["train_loss"], 4),
         "eval_loss": round(metrics["eval_loss"], 4),
@@ -153,7 +173,18 @@ def main():
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--profile-steps", action="store_true",
                         help="one more run, not timed, profiles 3 steps after warm-up")
+    parser.add_argument("--compile-model", action="store_true", help="with train.compile: the decoder stack compiled "
+                        "as one module (the embeddings, every layer and the final norm) instead of layer by layer")
     args = parser.parse_args()
+    if args.compile_model:
+        from xsumtune.train import training
+
+        def compile_stack(model, mode="default"):
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            base.model.compile(mode=None if mode == "default" else mode)
+            return 1
+
+        training.compile_layers = compile_stack
     if args.same_packs:
         from xsumtune.train import packing
         pack_anew = packing.EpochPacks.__init__
@@ -174,7 +205,7 @@ def main():
     speeds = sorted(r["real_tokens_per_s"] for r in reps)
     result = {
         "bench": "train_stage", "name": args.name, "profile": args.profile, "overrides": args.overrides,
-        "same_packs": args.same_packs,
+        "same_packs": args.same_packs, **({"compile_model": True} if args.compile_model else {}),
         **commit_facts(args.commit), "train_rows": len(splits["train"]),
         "batch": f"{config.train.batch_size} x {config.train.grad_accum}",
         "epochs": args.epochs, "warmup_steps_untimed": args.warmup,
