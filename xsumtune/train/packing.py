@@ -9,9 +9,11 @@ logits, and so the loss at every labelled position, are those it gets alone in a
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import random
 
+import numpy as np
 import torch
 from transformers import AttentionInterface
 
@@ -102,19 +104,17 @@ class PackedCollator:
         labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
         positions = torch.zeros(shape, dtype=torch.long)
         bounds = [0]
-        for row, pack in enumerate(packs):
-            at, cuts = 0, []
-            for ids, row_labels in zip(pack["input_ids"], pack["labels"]):
-                input_ids[row, at:at + len(ids)] = torch.tensor(ids)
-                labels[row, at:at + len(ids)] = torch.tensor(row_labels)
-                positions[row, at:at + len(ids)] = torch.arange(len(ids))
-                at += len(ids)
-                cuts.append(at)
+        for row, pack in enumerate(packs):  # a row's tensors built in one go each: the host builds every step's batch
+            segments = [len(ids) for ids in pack["input_ids"]]
+            at = sum(segments)
+            for out, lists in ((input_ids, pack["input_ids"]), (labels, pack["labels"])):
+                out[row, :at] = torch.from_numpy(np.fromiter(itertools.chain.from_iterable(lists), np.int64, at))
             while at < self.tokens:  # the tail: pads, in segments no longer than an article
-                piece = min(self.longest, self.tokens - at)
-                positions[row, at:at + piece] = torch.arange(piece)
-                at += piece
-                cuts.append(at)
+                segments.append(min(self.longest, self.tokens - at))
+                at += segments[-1]
+            lengths = torch.tensor(segments)
+            positions[row] = torch.arange(self.tokens) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+            cuts = list(itertools.accumulate(segments))
             cuts += [self.tokens] * (self.slots - len(cuts))
             bounds += [row * self.tokens + cut for cut in cuts]
         return {"input_ids": input_ids, "labels": labels, "position_ids": positions,
