@@ -46,7 +46,7 @@ PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16
 class StepClock(TrainerCallback):
     """The end time of every optimizer step and the first step of every epoch; steps during which the stage
     evaluated or saved are marked, and so are the steps profiled (profile_to: tables of the top operators of
-    `profile_steps` steps, by GPU time and by host time, and their trace).
+    `profile_steps` steps, by GPU time and by host time).
 
     On a GPU a step's end is a CUDA event recorded on the stream as the step ends, read once the run is over
     (times()): the clock never makes the host wait for the GPU, as the stage itself doesn't, so a step's time is
@@ -101,7 +101,6 @@ class StepClock(TrainerCallback):
         table = events.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=60)
         host = events.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=60)
         Path(self.profile_to).write_text(f"{head}{table}\n\nBy host time:\n{host}\n")
-        profiler.export_chrome_trace(str(Path(self.profile_to).with_suffix(".trace.json")))
         print(head)
 
     def on_evaluate(self, args, state, control, **kwargs):
