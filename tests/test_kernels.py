@@ -1,5 +1,7 @@
 """generate.triton_kernels: each Triton kernel (run by Triton's interpreter on CPU tensors; conftest sets
 TRITON_INTERPRET) computes what PyTorch's ops compute, and the graphs loop with them keeps every token."""
+import copy
+
 import pytest
 import torch
 from torch.nn.functional import scaled_dot_product_attention, silu
@@ -11,6 +13,12 @@ from xsumtune.generate.lines import line_tables
 from test_generation import NewlineAt, grouped_model, longest_first_batch, model  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(not kernels.available(torch.device("cpu")), reason="needs Triton's interpreter")
+
+
+@pytest.fixture(scope="module")
+def merged(model):  # noqa: F811
+    """The tiny Phi with its adapter merged: plain Linear modules, as generate.merge_adapter leaves them."""
+    return copy.deepcopy(model).merge_and_unload().eval()
 
 # The interpreter rounds float32 to bf16 by truncation, a GPU to nearest: on CPU a bf16 result may be an ulp off
 BF16_ULP = 2 ** -7
@@ -93,13 +101,14 @@ def test_fused_layers_switch_a_llamas_and_a_phis_modules_and_put_them_back(group
     rotary = modeling_llama.apply_rotary_pos_emb
     norms = sum(type(m) is modeling_llama.LlamaRMSNorm for m in grouped_model.modules())
     with kernels.fused_layers(grouped_model) as fused:
-        assert fused == {"norms": norms, "mlps": 2, "rotary": True, "phi_attention": 0} and norms == 5  # 2 x 2 + 1
+        assert fused == {"norms": norms, "mlps": 2, "rotary": True, "phi_attention": 0, "phi_layers": 0} and \
+            norms == 5  # 2 x 2 + 1
         assert modeling_llama.apply_rotary_pos_emb is kernels.rotary
         assert all("forward" in vars(m) for m in grouped_model.modules() if type(m) is modeling_llama.LlamaMLP)
     assert modeling_llama.apply_rotary_pos_emb is rotary
     assert not any("forward" in vars(m) for m in grouped_model.modules())
     with kernels.fused_layers(model) as fused:  # a Phi (LoRA on its projections): its attention modules only
-        assert fused == {"norms": 0, "mlps": 0, "rotary": False, "phi_attention": 2}
+        assert fused == {"norms": 0, "mlps": 0, "rotary": False, "phi_attention": 2, "phi_layers": 0}
         assert all("forward" in vars(m) for m in model.modules() if type(m) is modeling_phi.PhiAttention)
     assert not any("forward" in vars(m) for m in model.modules())
     ids = torch.randint(0, 1000, (2, 9), generator=torch.Generator().manual_seed(0))
@@ -110,13 +119,59 @@ def test_fused_layers_switch_a_llamas_and_a_phis_modules_and_put_them_back(group
                 torch.testing.assert_close(subject(input_ids=ids).logits, expected)
 
 
-@pytest.mark.parametrize("which", ["lora", "grouped"])
-def test_graphs_loop_with_triton_kernels_keeps_every_token(which, model, grouped_model, tokenizer):  # noqa: F811
+def test_a_merged_phi_runs_its_layers_fused_with_its_modules_weights_as_views(merged):
+    """A Phi of plain Linear modules runs _phi_layer: q, k and v one matmul whose weight the modules' weights are
+    views of (nothing copied on a second entry), the residual sum in the layer's input; the same logits in float32,
+    and the modules' weights and forward as before afterwards."""
+    layers = [m for m in merged.modules() if type(m) is modeling_phi.PhiDecoderLayer]
+    ids = torch.randint(0, 1000, (3, 11), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = merged(input_ids=ids).logits
+        before = [[m.weight.clone() for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)]
+                  for layer in layers]
+        for entry in range(2):
+            with kernels.fused_layers(merged) as fused:
+                assert fused["phi_layers"] == 2 and all("forward" in vars(layer) for layer in layers)
+                weight, bias = getattr(layers[0].self_attn, kernels.QKV)
+                if entry == 0:
+                    joined = weight.data_ptr()
+                assert weight.data_ptr() == joined and weight.shape == (3 * 64, 64) and bias.shape == (3 * 64,)
+                assert layers[0].self_attn.k_proj.weight.data_ptr() == weight[64].data_ptr()
+                torch.testing.assert_close(merged(input_ids=ids).logits, expected)
+    assert not any("forward" in vars(m) for m in merged.modules())
+    for layer, weights in zip(layers, before, strict=True):
+        attention = layer.self_attn
+        for module, weight in zip((attention.q_proj, attention.k_proj, attention.v_proj), weights, strict=True):
+            assert torch.equal(module.weight, weight)
+    with torch.inference_mode():
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_layer_norm_adding_normalises_and_adds_the_bias_in_place(dtype):
+    torch.manual_seed(2)
+    norm = torch.nn.LayerNorm(2560, eps=1e-5).to(dtype)
+    norm.weight.data.normal_(1, 0.2)
+    norm.bias.data.normal_(0, 0.2)
+    rows = torch.randn(5, 2560, dtype=dtype) * 3 + 1
+    bias = torch.randn(2560) * 0.1
+    expected, added = norm(rows), (rows.float() + bias).to(dtype)
+    actual = kernels.layer_norm_adding(norm, rows, bias)
+    if dtype == torch.float32:
+        torch.testing.assert_close(actual, expected)
+        torch.testing.assert_close(rows, added)
+    else:
+        close_in_bf16(actual, expected, expected.abs() + norm.bias.abs())
+        close_in_bf16(rows, added, added.abs())
+
+
+@pytest.mark.parametrize("which", ["lora", "merged", "grouped"])
+def test_graphs_loop_with_triton_kernels_keeps_every_token(which, model, merged, grouped_model, tokenizer):  # noqa: F811
     """With the kernels (float32 weights, where they round nowhere), every row's tokens are the plain loop's:
     rows of many prompt lengths end their lines at many steps and leave the batch, the rest go on."""
     from xsumtune.generate.graphs import greedy_decode
 
-    subject = model if which == "lora" else grouped_model
+    subject = {"lora": model, "merged": merged, "grouped": grouped_model}[which]
     ids, input_ids, attention_mask = longest_first_batch(tokenizer, 12, 22, 5)
     calls = []
     original = kernels.row_attention
@@ -143,3 +198,28 @@ def test_the_stage_hands_triton_kernels_to_the_graphs_loop(tokenizer):
 
     assert decoding_options(tiny("generate", cache="graphs", triton_kernels=True))["triton_kernels"] is True
     assert "triton_kernels" not in decoding_options(tiny("generate", cache="graphs", triton_kernels=True, num_beams=2))
+
+
+def test_prefill_row_writes_put_each_rows_own_tokens_where_left_padding_puts_them(merged, tokenizer):  # noqa: F811
+    """kernels.write_rows in prefill: every real slot holds what the index_put path writes there, every left
+    padding slot keeps the cache's zeros (no row reads it under row_attention), and the logits are the same."""
+    from transformers import StaticCache
+    from xsumtune.generate.graphs import prefill
+
+    _, input_ids, attention_mask = longest_first_batch(tokenizer, 9, 22, 7)
+    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    config = merged.config.get_text_config(decoder=True)
+    caches, logits = [], []
+    with torch.inference_mode():
+        for row_writes in (False, True):
+            cache = StaticCache(config=config, max_cache_len=input_ids.shape[1] + 4)
+            logits.append(prefill(merged, cache, input_ids, attention_mask, positions, 120, row_writes=row_writes))
+            caches.append(cache)
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=0)
+    width = input_ids.shape[1]
+    real = attention_mask.bool()[:, None, :, None]
+    assert not real.all()
+    for plain, written in zip(caches[0].layers, caches[1].layers, strict=True):
+        for a, b in ((plain.keys, written.keys), (plain.values, written.values)):
+            assert torch.equal(b[:, :, :width] * real, a[:, :, :width] * real)
+            assert not b[:, :, :width].masked_select(~real).any() and not b[:, :, width:].any()

@@ -125,16 +125,24 @@ class _RolledLayer(DynamicLayer):
     cache's layer at its row and slot (a row's tokens end at the batch's width, as left padding puts them), and
     the call's attention gets the call's own keys and values back."""
 
-    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, slots: torch.Tensor):
-        """rows [group, 1, 1]: the call's rows in the batch; slots [group, 1, width]: each position's slot."""
+    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, slots: torch.Tensor,
+                 lengths: torch.Tensor | None = None, width: int = 0):
+        """rows [group, 1, 1]: the call's rows in the batch; slots [group, 1, cut]: each position's slot.
+        lengths [group]: the rows' prompt lengths, to write each row's own tokens only (kernels.write_rows), in a
+        batch left-padded to width."""
         super().__init__()
         self.target, self.batch, self.rows, self.slots = target, batch, rows, slots
+        self.lengths, self.width = lengths, width
 
     def update(self, keys: torch.Tensor, values: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         target = self.target
         if not target.is_initialized:  # allocated as one call would: every row, the cache's length
             target.lazy_initialization(keys.new_empty((self.batch, keys.shape[1], 0, keys.shape[-1])),
                                        values.new_empty((self.batch, values.shape[1], 0, values.shape[-1])))
+        if self.lengths is not None:
+            for cache, new in ((target.keys, keys), (target.values, values)):
+                kernels.write_rows(cache, new, self.rows.view(-1), self.lengths, self.width)
+            return keys, values
         heads = torch.arange(keys.shape[1], device=keys.device)[None, :, None]
         for cache, new in ((target.keys, keys), (target.values, values)):
             if _words(cache) and _words(new):  # a head's vector as 8-byte words: a quarter of the elements to index
@@ -151,7 +159,8 @@ def _words(x: torch.Tensor) -> bool:
 
 
 def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-            prefill_tokens: int | None = None, lengths: list[int] | None = None, causal: bool = True) -> torch.Tensor:
+            prefill_tokens: int | None = None, lengths: list[int] | None = None, causal: bool = True,
+            row_writes: bool = False) -> torch.Tensor:
     """The prompts' forward pass into the batch's static cache; the last position's logits of each row.
 
     The batch comes left-padded. Its rows are run right-padded instead: with no padding before a row's tokens,
@@ -163,7 +172,10 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
     With prefill_tokens, rows of similar length are run in groups (prefill_groups), each cut to its own longest
     prompt: less padding run through the model (half of the smol profile's 800,000-token batches of the sample's
     test articles). lengths: the prompts' lengths (attention_mask's row sums) where the caller has read them.
-    causal=False, or a cache of other layers than StaticLayer: one masked call over the left-padded batch."""
+    causal=False, or a cache of other layers than StaticLayer: one masked call over the left-padded batch.
+    row_writes: each row's own keys and values written by one Triton kernel (kernels.write_rows), its right
+    padding nowhere, where one index_put writes every position: for decoding that reads each row's own slots
+    only (kernels.row_attention), as the left padding's slots keep the zeros the cache starts with."""
     if not causal or not all(type(layer) is StaticLayer for layer in cache.layers):
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                      past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
@@ -183,8 +195,8 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
         cut = max(lengths[row] for row in group)
         last = length[index] - 1
         part = DynamicCache(config=model.config.get_text_config(decoder=True))
-        part.layers = [_RolledLayer(layer, rows, index[:, None, None], slots[index, None, :cut])
-                       for layer in cache.layers]
+        part.layers = [_RolledLayer(layer, rows, index[:, None, None], slots[index, None, :cut],
+                                    length[index] if row_writes else None, width) for layer in cache.layers]
         # the head sees each row's last token only
         taken = torch.arange(len(group), device=device)
         hook = head.register_forward_pre_hook(lambda module, args: (args[0][taken, last, None],))
@@ -300,7 +312,8 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         positions = positions.masked_fill(attention_mask == 0, 0)
         with record_function("prefill"):
             lengths = attention_mask.sum(-1).tolist()  # read to the host once, for prefill and decode attention's runs
-            logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths)
+            logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths,
+                             row_writes=fused)
             decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
                                eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables,
                                groups=None if decode_padding is None else decode_groups(lengths, decode_padding),

@@ -9,6 +9,12 @@
   the phi2 profile's prefill time). Each rounds where PyTorch's ops round (bf16 after each product and sum of
   the rotary embedding, the normalised row before the weight, SiLU before the gate): the same values, but for
   a sum's order and the last bit of an exp or rsqrt, so at most a bf16 tie apart.
+- a Phi decoder layer of plain Linear modules (a merged adapter) as fewer, fuller passes over memory: q, k and v
+  one matmul (their weights one tensor, the modules' own weights views into it); the tanh GELU in fc1's matmul
+  (cuBLASLt's epilogue); the residual sum in place, the attention's dense and fc2 each adding into the layer's
+  input (the matmul's beta = 1), where PyTorch writes both outputs and adds them in two more kernels; their
+  biases added to the input in the LayerNorm kernel as it reads it. The sum rounds to bf16 after each matmul
+  rather than after each term, so again a rounding apart.
 
 Triton needs a GPU; with TRITON_INTERPRET=1 set before import, the same kernels run on CPU tensors (the tests).
 """
@@ -18,6 +24,7 @@ import os
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 from transformers.models.llama import modeling_llama
 from transformers.models.phi import modeling_phi
 
@@ -29,6 +36,7 @@ except ImportError:  # no Triton for this platform: PyTorch's kernels
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LLAMA_ROTARY = modeling_llama.apply_rotary_pos_emb  # transformers' own, for what the fused kernel doesn't take
+TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")  # the tanh approximation cuBLASLt's GELU epilogue computes
 ROWS = 16  # query rows a row_attention program holds: a key/value head's query heads, padded for tl.dot
 
 
@@ -77,6 +85,19 @@ if triton is not None:
                  mask=q_mask)
 
     @triton.jit
+    def _write_rows_kernel(New, Cache, Rows, Lengths, width, snb, snh, sns, scb, sch, scs, DIM: tl.constexpr,
+                           DIM_P: tl.constexpr, BLOCK: tl.constexpr):
+        g = tl.program_id(0)
+        h = tl.program_id(2)
+        length = tl.load(Lengths + g)
+        t = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        d = tl.arange(0, DIM_P)
+        mask = (t < length)[:, None] & (d < DIM)[None, :]
+        x = tl.load(New + g * snb + h * snh + t[:, None] * sns + d[None, :], mask=mask)
+        row = tl.load(Rows + g)
+        tl.store(Cache + row * scb + h * sch + (t + width - length)[:, None] * scs + d[None, :], x, mask=mask)
+
+    @triton.jit
     def _rms_norm_kernel(X, W, Y, sx, sy, n, eps, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         c = tl.arange(0, BLOCK)
@@ -85,6 +106,21 @@ if triton is not None:
         normed = (x * tl.rsqrt(tl.sum(x * x, 0) / n + eps)).to(Y.dtype.element_ty)  # hidden.to(input_dtype)
         w = tl.load(W + c, mask=mask, other=0.0)
         tl.store(Y + row * sy + c, (w.to(tl.float32) * normed.to(tl.float32)).to(Y.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _layer_norm_kernel(X, W, B, Bias, Y, sx, sy, n, eps, BLOCK: tl.constexpr):
+        # Y = LayerNorm(X) and X += Bias (in float32, one rounding), X read once
+        row = tl.program_id(0)
+        c = tl.arange(0, BLOCK)
+        mask = c < n
+        x = tl.load(X + row * sx + c, mask=mask, other=0.0).to(tl.float32)
+        centred = tl.where(mask, x - tl.sum(x, 0) / n, 0.0)
+        rstd = tl.rsqrt(tl.sum(centred * centred, 0) / n + eps)
+        w = tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(B + c, mask=mask, other=0.0).to(tl.float32)
+        tl.store(Y + row * sy + c, (centred * rstd * w + b).to(Y.dtype.element_ty), mask=mask)
+        bias = tl.load(Bias + c, mask=mask, other=0.0).to(tl.float32)
+        tl.store(X + row * sx + c, (x + bias).to(X.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _rotate(X, Out, cos, sin, b, s, sxb, sxh, sxs, sob, soh, sos, HEADS: tl.constexpr, HEADS_P: tl.constexpr,
@@ -147,6 +183,20 @@ def row_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, f
     return out
 
 
+def write_rows(cache: torch.Tensor, new: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor,
+               width: int) -> None:
+    """A right-padded prefill call's keys or values new [group, heads, seq, dim] into the static cache [batch,
+    heads, slots, dim] as a batch left-padded to width places them: row g's first lengths[g] positions to cache
+    row rows[g], slots width - lengths[g] to width - 1. Its right padding is written nowhere."""
+    group, heads, seq, dim = new.shape
+    if new.stride(-1) != 1 or cache.stride(-1) != 1:
+        raise ValueError("write_rows takes unit-stride head dims")
+    block = 64
+    _write_rows_kernel[(group, triton.cdiv(seq, block), heads)](
+        new, cache, rows, lengths, width, new.stride(0), new.stride(1), new.stride(2), cache.stride(0),
+        cache.stride(1), cache.stride(2), DIM=dim, DIM_P=max(16, _pow2(dim)), BLOCK=block)
+
+
 def rms_norm(module, hidden: torch.Tensor) -> torch.Tensor:
     """LlamaRMSNorm.forward in one kernel (PyTorch's where the weight's dtype isn't the input's)."""
     n = hidden.shape[-1]
@@ -189,15 +239,20 @@ def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     return _rotated(q, k, cos, sin)
 
 
-def _phi_attention(module, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
-                   attention_mask: torch.Tensor | None, past_key_values=None, **kwargs):
-    """PhiAttention.forward with its partial rotary embedding in one kernel for q and k (the first rotary_ndims
-    dims rotated, the rest copied), where PyTorch slices, rotates and concatenates in a dozen kernels."""
+def _phi_heads(module, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
+               attention_mask: torch.Tensor | None, past_key_values=None, qkv=None, **kwargs) -> torch.Tensor:
+    """PhiAttention.forward up to its dense projection: the heads' output [batch, seq, heads, dim]. Its partial
+    rotary embedding is one kernel for q and k (the first rotary_ndims dims rotated, the rest copied), where
+    PyTorch slices, rotates and concatenates in a dozen kernels. qkv: q, k and v's weight and bias as one
+    (_join_qkv), for one matmul."""
     cos, sin = position_embeddings
     shape = (*hidden_states.shape[:-1], -1, module.head_dim)
-    query = module.q_proj(hidden_states).view(shape).transpose(1, 2)
-    key = module.k_proj(hidden_states).view(shape).transpose(1, 2)
-    value = module.v_proj(hidden_states).view(shape).transpose(1, 2)
+    if qkv is not None:
+        sizes = (module.q_proj.out_features, module.k_proj.out_features, module.v_proj.out_features)
+        projected = nn.functional.linear(hidden_states, *qkv).split(sizes, -1)
+    else:
+        projected = (module.q_proj(hidden_states), module.k_proj(hidden_states), module.v_proj(hidden_states))
+    query, key, value = (x.view(shape).transpose(1, 2) for x in projected)
     if _rotary_fits(query, key, cos, sin):
         query, key = _rotated(query, key, cos, sin)
     else:  # PhiAttention's own
@@ -208,8 +263,91 @@ def _phi_attention(module, hidden_states: torch.Tensor, position_embeddings: tup
         key, value = past_key_values.update(key, value, module.layer_idx)
     attend = modeling_phi.ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation,
                                                                 modeling_phi.eager_attention_forward)
-    out, weights = attend(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **kwargs)
-    return module.dense(out.reshape(*hidden_states.shape[:-1], -1).contiguous()), weights
+    return attend(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **kwargs)[0]
+
+
+def _phi_attention(module, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
+                   attention_mask: torch.Tensor | None, past_key_values=None, **kwargs):
+    """PhiAttention.forward with _phi_heads."""
+    out = _phi_heads(module, hidden_states, position_embeddings, attention_mask, past_key_values, **kwargs)
+    return module.dense(out.reshape(*hidden_states.shape[:-1], -1).contiguous()), None
+
+
+def layer_norm_adding(norm: nn.LayerNorm, rows: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """norm(rows) in one kernel, which adds bias (float32) to rows in place as it reads them."""
+    n = rows.shape[-1]
+    out = torch.empty_like(rows)
+    _layer_norm_kernel[(rows.shape[0],)](rows, norm.weight, norm.bias, bias, out, rows.stride(0), out.stride(0), n,
+                                         norm.eps, BLOCK=_pow2(n), num_warps=8 if n >= 2048 else 4)
+    return out
+
+
+def _fc1_gelu(mlp, rows: torch.Tensor) -> torch.Tensor:
+    """PhiMLP's activation_fn(fc1(rows)); on a GPU, a tanh GELU as fc1's matmul epilogue."""
+    fc1 = mlp.fc1
+    if rows.is_cuda and mlp.config.hidden_act in TANH_GELU:
+        return torch._addmm_activation(fc1.bias, rows, fc1.weight.t(), use_gelu=True)
+    return mlp.activation_fn(fc1(rows))
+
+
+def _phi_layer(module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids=None,
+               past_key_values=None, use_cache: bool = False, position_embeddings=None, **kwargs) -> torch.Tensor:
+    """PhiDecoderLayer.forward (in eval: no dropout) with the residual sum in the layer's input, in place:
+    x += dense.bias + fc2.bias (as the LayerNorm reads x), x += dense(heads), x += fc2(gelu(fc1(normed)))."""
+    if module.training or not hidden_states.is_contiguous():
+        return type(module).forward(module, hidden_states, attention_mask, position_ids, past_key_values, use_cache,
+                                    position_embeddings, **kwargs)
+    attention, mlp = module.self_attn, module.mlp
+    rows = hidden_states.view(-1, hidden_states.shape[-1])
+    normed = layer_norm_adding(module.input_layernorm, rows, getattr(module, BIAS))
+    heads = _phi_heads(attention, normed.view(hidden_states.shape), position_embeddings, attention_mask,
+                       past_key_values, qkv=getattr(attention, QKV), position_ids=position_ids, use_cache=use_cache,
+                       **kwargs)
+    rows.addmm_(heads.reshape(rows.shape[0], -1), attention.dense.weight.t())
+    rows.addmm_(_fc1_gelu(mlp, normed), mlp.fc2.weight.t())
+    return hidden_states
+
+
+QKV, BIAS = "_xsumtune_qkv", "_xsumtune_bias"
+
+
+def _plain_phi_layer(layer) -> bool:
+    """Whether _phi_layer can run this PhiDecoderLayer: its projections plain Linear modules with biases, of one
+    dtype and device (a base model, or one with its adapter merged), and an affine LayerNorm."""
+    attention, mlp, norm = layer.self_attn, layer.mlp, layer.input_layernorm
+    linears = (attention.q_proj, attention.k_proj, attention.v_proj, attention.dense, mlp.fc1, mlp.fc2)
+    return not attention.qk_layernorm and all(type(m) is nn.Linear and m.bias is not None for m in linears) and \
+        type(norm) is nn.LayerNorm and norm.weight is not None and norm.bias is not None and \
+        len({(m.weight.dtype, m.weight.device) for m in linears}) == 1
+
+
+def _join_qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k and v's weights and biases as one weight and one bias, the three modules' own made views into them.
+    Kept on the module: while the modules' weights are still those views (merging an adapter adds to them in
+    place), later calls copy nothing."""
+    linears = (attention.q_proj, attention.k_proj, attention.v_proj)
+    joined = getattr(attention, QKV, None)
+    if joined is not None and all(_views_of(joined, linears)):
+        return joined
+    weight = torch.cat([m.weight.detach() for m in linears])
+    bias = torch.cat([m.bias.detach() for m in linears])
+    for m, (rows, start) in zip(linears, _row_ranges(linears), strict=True):
+        m.weight.data, m.bias.data = weight[start:start + rows], bias[start:start + rows]
+    return weight, bias
+
+
+def _row_ranges(linears) -> list[tuple[int, int]]:
+    starts = [0]
+    for m in linears:
+        starts.append(starts[-1] + m.out_features)
+    return [(m.out_features, start) for m, start in zip(linears, starts, strict=False)]
+
+
+def _views_of(joined: tuple[torch.Tensor, torch.Tensor], linears):
+    weight, bias = joined
+    for m, (rows, start) in zip(linears, _row_ranges(linears), strict=True):
+        yield m.weight.data_ptr() == weight[start].data_ptr() and tuple(m.weight.shape) == (rows, weight.shape[1])
+        yield m.bias.data_ptr() == bias[start:].data_ptr() and m.bias.shape[0] == rows
 
 
 def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -226,23 +364,32 @@ def _mlp(module, x: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def fused_layers(model):
-    """Inside, the Llama layers of model (RMSNorm, rotary embedding, a SiLU MLP) and Phi's attention (its
-    partial rotary embedding) run the fused kernels; other modules are untouched. Yields how many modules (and
-    whether Llama's rotary function) were switched."""
+    """Inside, the Llama layers of model (RMSNorm, rotary embedding, a SiLU MLP) and Phi's layers run the fused
+    kernels: a Phi layer of plain Linear modules as _phi_layer, another Phi layer's attention its partial rotary
+    embedding; other modules are untouched. A fused Phi layer adds to its input in place: only for a model called
+    with input_ids, as the graphs loop calls it. Yields how many modules (and whether Llama's rotary function)
+    were switched."""
     norms = [m for m in model.modules() if type(m) is modeling_llama.LlamaRMSNorm]
     mlps = [m for m in model.modules() if type(m) is modeling_llama.LlamaMLP and
             m.config.hidden_act in ("silu", "swish") and not m.config.mlp_bias]
+    phi_layers = [m for m in model.modules() if type(m) is modeling_phi.PhiDecoderLayer and _plain_phi_layer(m)]
     phi = [m for m in model.modules() if type(m) is modeling_phi.PhiAttention and not m.qk_layernorm]
     attention = any(type(m) is modeling_llama.LlamaAttention for m in model.modules())
-    for modules, forward in ((norms, rms_norm), (mlps, _mlp), (phi, _phi_attention)):
+    for modules, forward in ((norms, rms_norm), (mlps, _mlp), (phi, _phi_attention), (phi_layers, _phi_layer)):
         for module in modules:
             module.forward = forward.__get__(module)
+    for layer in phi_layers:
+        setattr(layer.self_attn, QKV, _join_qkv(layer.self_attn))
+        setattr(layer, BIAS, layer.self_attn.dense.bias.float() + layer.mlp.fc2.bias.float())
     before = modeling_llama.apply_rotary_pos_emb
     if attention:
         modeling_llama.apply_rotary_pos_emb = rotary
     try:
-        yield {"norms": len(norms), "mlps": len(mlps), "rotary": attention, "phi_attention": len(phi)}
+        yield {"norms": len(norms), "mlps": len(mlps), "rotary": attention, "phi_attention": len(phi),
+               "phi_layers": len(phi_layers)}
     finally:
-        for module in norms + mlps + phi:
+        for module in norms + mlps + phi + phi_layers:
             del module.forward
+        for layer in phi_layers:
+            delattr(layer, BIAS)
         modeling_llama.apply_rotary_pos_emb = before
