@@ -218,9 +218,11 @@ def _rotary_fits(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
 
 
 def _rotated(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """q, k with their first cos.shape[-1] dims rotated and the rest copied, as new [batch, heads, seq, dim] tensors."""
+    """q, k with their first cos.shape[-1] dims rotated and the rest copied, as new [batch, heads, seq, dim] tensors
+    laid out [batch, seq, heads, dim], as the projections make them: cuDNN's attention writes its output in its
+    query's layout, so the heads' output comes out [batch, seq, heads x dim] with no copy to the dense projection."""
     batch, q_heads, seq, dim = q.shape
-    q_out, k_out = q.new_empty(q.shape), k.new_empty(k.shape)
+    q_out, k_out = (x.new_empty((batch, seq, x.shape[1], dim)).transpose(1, 2) for x in (q, k))
     k_heads = k.shape[1]
     _rotary_kernel[(batch * seq,)](
         q, k, cos, sin, q_out, k_out, seq, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
