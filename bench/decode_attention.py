@@ -10,10 +10,14 @@ Timed per batch and way, each as one CUDA graph replayed --reps times (as the gr
 three timings: the stage's decode attention (xsumtune.generate.graphs.grouped_decode_attention) under each SDPA
 backend (`default`: PyTorch's pick) x the profile's generate.decode_padding and each --padding value (None:
 one call over every slot); and `rows`, the Triton kernel of generate.triton_kernels (kernels.row_attention), each
-row reading its own slots only. Every way's output is compared with the math backend's over every slot.
+row reading its own slots only, with kernels.ROW_ATTENTION's launch and each --row-launch (its key and value
+bytes over the time give the memory rate it reaches). Every way's output is compared with the math backend's
+over every slot. --ways rows times the Triton kernel only.
 
     python bench/decode_attention.py --profile smol --tokenizer models/tokenizers/smollm2 \\
         --arch models/configs/smollm2-135m
+    python bench/decode_attention.py --profile phi2-random --ways rows --padding '' \
+        --row-launch 64/4/3/heads --row-launch 128/4/3/heads   # BLOCK/num_warps/num_stages/grid order
 """
 from __future__ import annotations
 
@@ -84,6 +88,9 @@ def main():
     parser.add_argument("--padding", default="0.1,0.2,0.3", help="comma-separated decode_padding values")
     parser.add_argument("--step", type=int, default=30, help="new tokens in the cache so far")
     parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--ways", default="sdpa,rows", help="sdpa (every backend x padding), rows (the Triton kernel)")
+    parser.add_argument("--row-launch", action="append", default=[], metavar="BLOCK/WARPS/STAGES/rows|heads",
+                        help="another launch of the Triton kernel (grid order: rows or heads first)")
     parser.add_argument("--commit")
     parser.add_argument("--name", default="")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
@@ -97,6 +104,12 @@ def main():
     batches = plan_batches(lengths, batch_size=e.batch_size, token_budget=e.token_budget,
                            max_new_tokens=e.max_new_tokens, sort_by_length=e.sort_by_length, copies=e.mbr_candidates)
     paddings = [e.decode_padding, *(float(v) for v in args.padding.split(",") if v.strip())]
+    launches = {"rows": {}}
+    for item in args.row_launch:
+        block, warps, stages, order = item.split("/")
+        launches[f"rows-{item}"] = {"BLOCK": int(block), "num_warps": int(warps), "num_stages": int(stages),
+                                    "HEADS_FIRST": order == "heads"}
+    ways_run = set(args.ways.split(","))
     module = _Module()
     results = []
     for batch in batches:
@@ -105,7 +118,7 @@ def main():
         with sdpa_kernel([SDPBackend.MATH]):
             reference = grouped_decode_attention(module, query, key, value, mask)[0].float()
         ways = {}
-        for backend in BACKENDS:
+        for backend in BACKENDS if "sdpa" in ways_run else ():
             for padding in paddings:
                 groups = decode_groups(rows, padding) if padding is not None else None
                 def run(groups=groups, case=(query, key, value, mask), backend=backend):
@@ -123,19 +136,26 @@ def main():
                     torch.cuda.synchronize()
         first = torch.tensor([key.shape[2] - e.max_new_tokens - length for length in rows], device="cuda")
         last = torch.tensor([key.shape[2] - e.max_new_tokens + args.step - 1], device="cuda")
-        def run_rows(case=(query, key, value), first=first, last=last):
-            return kernels.row_attention(*case, first, last, dim ** -0.5)
-        out = run_rows().float()
-        ways["rows"] = {"ms": graph_time(run_rows, args.reps), "slots_read": sum(rows) + len(rows) * args.step,
-                        "max_abs_diff_vs_math": round(float((out - reference).abs().max()), 5)}
+        read = sum(rows) + len(rows) * args.step
+        for way, launch in launches.items() if "rows" in ways_run else ():
+            def run_rows(case=(query, key, value), first=first, last=last, launch=launch):
+                return kernels.row_attention(*case, first, last, dim ** -0.5, **launch)
+            out = run_rows().float()
+            ms = graph_time(run_rows, args.reps)
+            ways[way] = {"ms": ms, "slots_read": read, "gb_per_s": round(read * kv_heads * dim * 2 * 2 / ms / 1e6, 1),
+                         "max_abs_diff_vs_math": round(float((out - reference).abs().max()), 5)}
         results.append({"rows": len(rows), "slots": key.shape[2], "filled": sum(rows) + len(rows) * args.step,
                         "ways": ways})
-        print(json.dumps(results[-1]))
+        print(json.dumps(results[-1]), flush=True)
+    totals = {way: round(sum(b["ways"][way]["ms"] for b in results if "ms" in b["ways"].get(way, {})), 4)
+              for way in results[0]["ways"]}
+    print(json.dumps({"ms_a_step_summed_over_batches": totals}), flush=True)
     name = f"decode_attention_{args.profile}{'-' + args.name if args.name else ''}"
     write_result(Path(args.out_dir) / f"{name}.json", {
         "bench": "decode_attention", "profile": args.profile, "overrides": args.overrides,
         **commit_facts(args.commit), "heads": heads, "kv_heads": kv_heads, "head_dim": dim, "step": args.step,
-        "reps": args.reps, "batches": results, **run_facts()})
+        "reps": args.reps, "launches": launches, "ms_a_step_summed_over_batches": totals, "batches": results,
+        **run_facts()})
 
 
 if __name__ == "__main__":

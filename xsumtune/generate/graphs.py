@@ -137,8 +137,13 @@ class _RolledLayer(DynamicLayer):
     def update(self, keys: torch.Tensor, values: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         target = self.target
         if not target.is_initialized:  # allocated as one call would: every row, the cache's length
-            target.lazy_initialization(keys.new_empty((self.batch, keys.shape[1], 0, keys.shape[-1])),
-                                       values.new_empty((self.batch, values.shape[1], 0, values.shape[-1])))
+            rows = 0 if self.lengths is not None else self.batch
+            target.lazy_initialization(keys.new_empty((rows, keys.shape[1], 0, keys.shape[-1])),
+                                       values.new_empty((rows, values.shape[1], 0, values.shape[-1])))
+            if self.lengths is not None:  # not zeroed: row_attention reads only slots written before it reads them
+                target.keys, target.values = (x.new_empty((self.batch, *x.shape[1:]))
+                                              for x in (target.keys, target.values))
+                target.batch_size = self.batch
         if self.lengths is not None:
             for cache, new in ((target.keys, keys), (target.values, values)):
                 kernels.write_rows(cache, new, self.rows.view(-1), self.lengths, self.width)
@@ -175,7 +180,7 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
     causal=False, or a cache of other layers than StaticLayer: one masked call over the left-padded batch.
     row_writes: each row's own keys and values written by one Triton kernel (kernels.write_rows), its right
     padding nowhere, where one index_put writes every position: for decoding that reads each row's own slots
-    only (kernels.row_attention), as the left padding's slots keep the zeros the cache starts with."""
+    only (kernels.row_attention). Then the cache is not zeroed either: no slot is read before it is written."""
     if not causal or not all(type(layer) is StaticLayer for layer in cache.layers):
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                      past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
@@ -190,8 +195,13 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
     right = input_ids.gather(1, slots)
     head = model.get_output_embeddings()
     logits = None
-    for group in prefill_groups(lengths, prefill_tokens):
-        index = torch.tensor(group, device=device)
+    groups = prefill_groups(lengths, prefill_tokens)
+    # every group's rows copied at once: a copy from the host waits for the GPU to finish what is queued
+    order = torch.tensor([row for group in groups for row in group], device=device)
+    start = 0
+    for group in groups:
+        index = order[start:start + len(group)]
+        start += len(group)
         cut = max(lengths[row] for row in group)
         last = length[index] - 1
         part = DynamicCache(config=model.config.get_text_config(decoder=True))
@@ -285,6 +295,26 @@ class _Decoder:
         self.choose(logits)
 
 
+_CAPTURE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _capture(graph: torch.cuda.CUDAGraph, step) -> None:
+    """step() recorded into graph, not run (no state moves), on a capture stream of the current device's own.
+    Unlike torch.cuda.graph, nothing waits for the GPU first and the allocator keeps its cache: the capture is
+    recorded while the GPU still runs the prefill and the eager steps queued before it (warm-up enough for the
+    kernels and handles the step uses), where waiting left the GPU idle for the capture's whole host time."""
+    device = torch.cuda.current_device()
+    if device not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
+    stream = _CAPTURE_STREAMS[device]
+    with torch.cuda.stream(stream):
+        graph.capture_begin()
+        try:
+            step()
+        finally:
+            graph.capture_end()
+
+
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                   eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
@@ -350,8 +380,8 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                 else:
                     if graph is None:
                         graph = torch.cuda.CUDAGraph()
-                        with record_function("capture"), torch.cuda.graph(graph):  # recorded, not run: no state moves
-                            decoder.step()
+                        with record_function("capture"):
+                            _capture(graph, decoder.step)
                     graph.replay()
                 steps += 1
         if graph is not None:

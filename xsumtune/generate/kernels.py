@@ -49,9 +49,13 @@ if triton is not None:
     @triton.jit
     def _row_attention_kernel(Q, K, V, Out, First, Last, scale, sqb, sqh, skb, skh, sks, svb, svh, svs, sob, soh,
                               GROUP: tl.constexpr, ROWS: tl.constexpr, DIM: tl.constexpr, DIM_P: tl.constexpr,
-                              BLOCK: tl.constexpr, UPCAST: tl.constexpr):
-        row = tl.program_id(0)
-        kv = tl.program_id(1)
+                              BLOCK: tl.constexpr, UPCAST: tl.constexpr, HEADS_FIRST: tl.constexpr):
+        if HEADS_FIRST:  # the grid (kv_heads, batch): a row's heads launch together, the longest rows first
+            row = tl.program_id(1)
+            kv = tl.program_id(0)
+        else:
+            row = tl.program_id(0)
+            kv = tl.program_id(1)
         first = tl.load(First + row)
         last = tl.load(Last)
         g = tl.arange(0, ROWS)
@@ -166,20 +170,26 @@ def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+# row_attention's launch: slots a loop step reads, warps and pipeline stages a program, and the grid's order
+ROW_ATTENTION = {"BLOCK": 64, "num_warps": 4, "num_stages": 3, "HEADS_FIRST": False}
+
+
 def row_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, first: torch.Tensor,
-                  last: torch.Tensor, scale: float) -> torch.Tensor:
+                  last: torch.Tensor, scale: float, **launch) -> torch.Tensor:
     """One new token's attention per row over slots first[row]..last of the cache (both on the device, so a
     CUDA graph replays it as the step moves on). query [batch, heads, 1, dim]; key, value [batch, kv_heads,
-    slots, dim]; returns [batch, 1, heads, dim], as transformers' attention functions do."""
+    slots, dim]; returns [batch, 1, heads, dim], as transformers' attention functions do. launch: ROW_ATTENTION's
+    keys, to try others (bench/decode_attention.py)."""
     batch, heads, _, dim = query.shape
     kv_heads = key.shape[1]
     if heads // kv_heads > ROWS or query.stride(-1) != 1 or key.stride(-1) != 1 or value.stride(-1) != 1:
         raise ValueError(f"row_attention takes at most {ROWS} query heads a key/value head, unit-stride head dims")
     out = query.new_empty((batch, 1, heads, dim))
-    _row_attention_kernel[(batch, kv_heads)](
+    launch = {**ROW_ATTENTION, **launch}
+    _row_attention_kernel[(kv_heads, batch) if launch["HEADS_FIRST"] else (batch, kv_heads)](
         query, key, value, out, first, last, scale, query.stride(0), query.stride(1), key.stride(0), key.stride(1),
         key.stride(2), value.stride(0), value.stride(1), value.stride(2), out.stride(0), out.stride(2),
-        GROUP=heads // kv_heads, ROWS=ROWS, DIM=dim, DIM_P=max(16, _pow2(dim)), BLOCK=64, UPCAST=INTERPRET)
+        GROUP=heads // kv_heads, ROWS=ROWS, DIM=dim, DIM_P=max(16, _pow2(dim)), UPCAST=INTERPRET, **launch)
     return out
 
 
