@@ -1,0 +1,122 @@
+"""Whether a batch's prefill (compute-bound matmuls) can run beside another batch's decode steps (bound by memory:
+the KV cache each step's attention reads, and the weights its small matmuls read) on one GPU, two streams.
+
+Both are the fused Phi layer's kernels on the architecture's shapes (models/configs/phi-2 by default), without a
+model: a decode step is, for each layer, q/k/v's matmul, kernels.row_attention over --rows rows of --prompt
+slots, dense and fc2 adding into the rows, fc1 with its GELU epilogue, captured as one CUDA graph and replayed
+--steps times; a prefill is the same four matmuls over --prefill-tokens tokens for each layer. Timed alone, then
+both at once (decode on a high-priority stream, prefill on a low-priority one), each three times: if the GPU
+overlaps them, both at once take less than the two alone.
+
+    python bench/overlap.py --name phi2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from common import ROOT, commit_facts, run_facts, write_result
+from xsumtune.generate import kernels
+
+
+def weights(hidden: int, ffn: int, layers: int):
+    def w(n, k):
+        return torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+    return [{"qkv": w(3 * hidden, hidden), "qkv_b": w(1, 3 * hidden)[0], "dense": w(hidden, hidden),
+             "fc1": w(ffn, hidden), "fc1_b": w(1, ffn)[0], "fc2": w(hidden, ffn)} for _ in range(layers)]
+
+
+def layer_matmuls(layer: dict, rows: torch.Tensor, attend=None) -> None:
+    qkv = torch.addmm(layer["qkv_b"], rows, layer["qkv"].t())
+    heads = attend(qkv) if attend is not None else qkv[:, :rows.shape[1]]
+    rows.addmm_(heads, layer["dense"].t())
+    rows.addmm_(torch._addmm_activation(layer["fc1_b"], rows, layer["fc1"].t(), use_gelu=True), layer["fc2"].t())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="models/configs/phi-2")
+    parser.add_argument("--rows", type=int, default=143, help="decode rows (the phi2 fast configuration's mean batch)")
+    parser.add_argument("--prompt", type=int, default=510, help="slots each row's attention reads")
+    parser.add_argument("--steps", type=int, default=59)
+    parser.add_argument("--prefill-tokens", type=int, default=32000)
+    parser.add_argument("--prefills", type=int, default=4, help="prefill calls of every layer")
+    parser.add_argument("--name", default="phi2")
+    parser.add_argument("--commit")
+    parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    arch = json.loads((ROOT / args.arch / "config.json").read_text())
+    hidden, heads, layers = arch["hidden_size"], arch["num_attention_heads"], arch["num_hidden_layers"]
+    ffn, dim = arch["intermediate_size"], hidden // arch["num_attention_heads"]
+    torch.manual_seed(0)
+    params = weights(hidden, ffn, layers)
+    slots = args.prompt + args.steps + 1
+    caches = [(torch.randn(args.rows, heads, slots, dim, device="cuda", dtype=torch.bfloat16),
+               torch.randn(args.rows, heads, slots, dim, device="cuda", dtype=torch.bfloat16)) for _ in range(2)]
+    first = torch.zeros(args.rows, dtype=torch.long, device="cuda")
+    last = torch.full((1,), args.prompt, dtype=torch.long, device="cuda")
+    rows = torch.randn(args.rows, hidden, device="cuda", dtype=torch.bfloat16)
+    tokens = torch.randn(args.prefill_tokens, hidden, device="cuda", dtype=torch.bfloat16)
+
+    def decode_step():
+        for i, layer in enumerate(params):
+            key, value = caches[i % 2]
+
+            def attend(qkv, key=key, value=value):
+                query = qkv[:, :hidden].view(args.rows, heads, 1, dim)
+                return kernels.row_attention(query, key, value, first, last, dim ** -0.5).view(args.rows, hidden)
+            layer_matmuls(layer, rows, attend)
+
+    def prefill():
+        for _ in range(args.prefills):
+            for layer in params:
+                layer_matmuls(layer, tokens)
+
+    high, low = torch.cuda.Stream(priority=-1), torch.cuda.Stream(priority=0)
+    with torch.cuda.stream(high):
+        decode_step()
+        prefill()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=high):
+        decode_step()
+
+    def run(decode: bool, pre: bool) -> float:
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for stream in (high, low):
+            stream.wait_event(start)
+        if pre:
+            with torch.cuda.stream(low):
+                prefill()
+        if decode:
+            with torch.cuda.stream(high):
+                for _ in range(args.steps):
+                    graph.replay()
+        for stream in (high, low):
+            torch.cuda.current_stream().wait_stream(stream)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1000
+
+    times = {}
+    for way, flags in (("decode", (True, False)), ("prefill", (False, True)), ("both", (True, True))):
+        times[way] = round(statistics.median(run(*flags) for _ in range(3)), 4)
+    alone = times["decode"] + times["prefill"]
+    prefill_flops = 2 * args.prefill_tokens * args.prefills * layers * hidden * (3 * hidden + hidden + 2 * ffn)
+    result = {"bench": "overlap", **commit_facts(args.commit), "arch": args.arch, "rows": args.rows,
+              "prompt_slots": args.prompt, "steps": args.steps, "prefill_tokens": args.prefill_tokens,
+              "prefills": args.prefills, "seconds": times, "alone_summed": round(alone, 4),
+              "saved_share": round(1 - times["both"] / alone, 3),
+              "decode_ms_a_step_alone": round(times["decode"] / args.steps * 1000, 3),
+              "prefill_tflops_alone": round(prefill_flops / times["prefill"] / 1e12, 1), **run_facts()}
+    write_result(Path(args.out_dir) / f"overlap_{args.name}.json", result)
+
+
+if __name__ == "__main__":
+    main()
