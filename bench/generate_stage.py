@@ -36,7 +36,7 @@ import torch
 from common import ROOT, commit_facts, gpu_time, profile_config, run_facts, write_result, xsum_test_rows
 from generate_throughput import equality
 from xsumtune.data.tokenization import load_tokenizer
-from xsumtune.generate import generation, graphs
+from xsumtune.generate import graphs
 from xsumtune.generate.generation import generate_summaries
 from xsumtune.generate.systems import build_prompts, decoding_options, run_system
 from xsumtune.model.loading import apply_lora, dequantize, load_base_model
@@ -123,8 +123,7 @@ def main():
 
     config = profile_config(args.profile, tuple(args.overrides))
     if args.keep_finished:
-        graphs.greedy_decode = functools.partial(graphs.greedy_decode, drop_below=0)
-        generation.greedy_decode = graphs.greedy_decode
+        graphs.decode_prefilled = functools.partial(graphs.decode_prefilled, drop_below=0)
     model_config = dataclasses.replace(config.model, weights="pretrained" if args.weights else "random",
                                        name=str(ROOT / (args.weights or args.model_config or config.model.name)),
                                        tokenizer=str(ROOT / (args.tokenizer or config.model.tokenizer)))
