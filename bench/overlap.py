@@ -5,7 +5,8 @@ Both are the fused Phi layer's kernels on the architecture's shapes (models/conf
 model: a decode step is, for each layer, q/k/v's matmul, kernels.row_attention over --rows rows of --prompt
 slots, dense and fc2 adding into the rows, fc1 with its GELU epilogue, captured as one CUDA graph and replayed
 --steps times; a prefill is the same four matmuls over --prefill-tokens tokens for each layer. Timed alone, then
-both at once (decode on a high-priority stream, prefill on a low-priority one), each three times: if the GPU
+both at once (decode on a high-priority stream, prefill on a low-priority one; and both of one priority), each
+three times: if the GPU
 overlaps them, both at once take less than the two alone.
 
     python bench/overlap.py --name phi2
@@ -76,7 +77,7 @@ def main():
             for layer in params:
                 layer_matmuls(layer, tokens)
 
-    high, low = torch.cuda.Stream(priority=-1), torch.cuda.Stream(priority=0)
+    high, low, plain = torch.cuda.Stream(priority=-1), torch.cuda.Stream(priority=0), torch.cuda.Stream(priority=0)
     with torch.cuda.stream(high):
         decode_step()
         prefill()
@@ -85,27 +86,28 @@ def main():
     with torch.cuda.graph(graph, stream=high):
         decode_step()
 
-    def run(decode: bool, pre: bool) -> float:
+    def run(decode: bool, pre: bool, decode_stream=high) -> float:
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for stream in (high, low):
+        for stream in (decode_stream, low):
             stream.wait_event(start)
         if pre:
             with torch.cuda.stream(low):
                 prefill()
         if decode:
-            with torch.cuda.stream(high):
+            with torch.cuda.stream(decode_stream):
                 for _ in range(args.steps):
                     graph.replay()
-        for stream in (high, low):
+        for stream in (decode_stream, low):
             torch.cuda.current_stream().wait_stream(stream)
         end.record()
         torch.cuda.synchronize()
         return start.elapsed_time(end) / 1000
 
     times = {}
-    for way, flags in (("decode", (True, False)), ("prefill", (False, True)), ("both", (True, True))):
+    for way, flags in (("decode", (True, False)), ("prefill", (False, True)), ("both", (True, True)),
+                       ("both_equal_priority", (True, True, plain))):
         times[way] = round(statistics.median(run(*flags) for _ in range(3)), 4)
     alone = times["decode"] + times["prefill"]
     prefill_flops = 2 * args.prefill_tokens * args.prefills * layers * hidden * (3 * hidden + hidden + 2 * ffn)

@@ -186,11 +186,15 @@ def _decode_graphs(model, prefilled: _Prefilled) -> list[list[int]]:
         return graphs.decode_prefilled(model, prefilled.batch, **prefilled.decode).tolist()
 
 
-def _prefill_stream(model, options: dict, candidates: int) -> torch.cuda.Stream | None:
-    """A stream for the next batch's prefill under generate.prefill_ahead (graphs, one candidate, a CUDA model)."""
+def _streams(model, options: dict, candidates: int) -> tuple[torch.cuda.Stream, torch.cuda.Stream] | None:
+    """Under generate.prefill_ahead (graphs, one candidate, a CUDA model): a stream for the decode steps, of high
+    priority (the GPU's scheduler gives its kernels the SMs first), and one for the next batch's prefill, whose
+    matmuls take what is left."""
     ahead = options.get("prefill_ahead") and options.get("cache_implementation") == "graphs" and candidates == 1
     device = next(model.parameters()).device
-    return torch.cuda.Stream(device) if ahead and device.type == "cuda" else None
+    if not ahead or device.type != "cuda":
+        return None
+    return torch.cuda.Stream(device, priority=-1), torch.cuda.Stream(device, priority=0)
 
 
 def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: int, max_new_tokens: int,
@@ -212,23 +216,23 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
         options["num_return_sequences"] = candidates
     batches = plan_batches([len(e["prompt_ids"]) for e in examples], batch_size=batch_size, copies=candidates,
                            token_budget=token_budget, max_new_tokens=max_new_tokens, sort_by_length=sort_by_length)
-    stream = _prefill_stream(model, options, candidates)
+    streams = _streams(model, options, candidates)
 
     def prefill_ahead(indices: list[int]) -> _Prefilled | Exception:
         try:
-            return _prefill_graphs(model, tokenizer, [examples[i]["prompt_ids"] for i in indices], stream=stream,
+            return _prefill_graphs(model, tokenizer, [examples[i]["prompt_ids"] for i in indices], stream=streams[1],
                                    **options)
         except torch.OutOfMemoryError:
             raise
         except Exception as error:  # noqa: BLE001 - the batch's own turn retries its articles one at a time
             return error
 
-    following = prefill_ahead(batches[0]) if stream is not None and batches else None
+    following = prefill_ahead(batches[0]) if streams is not None and batches else None
     with tqdm(total=len(examples), desc=desc, unit="article") as progress:
         for number, indices in enumerate(batches):
             batch = [examples[i] for i in indices]
             try:
-                if stream is None:
+                if streams is None:
                     outputs = generate_batch(model, tokenizer, [e["prompt_ids"] for e in batch], **options)
                 else:  # the next batch's prefill queued on its stream, to run beside this one's decode steps
                     prefilled, following = following, None
@@ -236,7 +240,8 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
                         following = prefill_ahead(batches[number + 1])
                     if isinstance(prefilled, Exception):
                         raise prefilled
-                    outputs, prefilled = _decode_graphs(model, prefilled), None
+                    with torch.cuda.stream(streams[0]):
+                        outputs, prefilled = _decode_graphs(model, prefilled), None
                 generated = [_chosen(tokenizer, e, rows, max_new_tokens)
                              for e, rows in zip(batch, _by_prompt(outputs, len(batch), candidates), strict=True)]
             except torch.OutOfMemoryError:

@@ -347,6 +347,9 @@ def prefill_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         cache = StaticCache(config=model.config.get_text_config(decoder=True),
                             max_cache_len=input_ids.shape[1] + max_new_tokens)
+        for layer in cache.layers:  # made on the device: each layer's copy there, made lazily, waits for the stream
+            if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
+                layer.cumulative_length = torch.zeros_like(layer.cumulative_length, device=device)
         positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
         positions = positions.masked_fill(attention_mask == 0, 0)
         logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths, row_writes=fused)
