@@ -28,15 +28,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from common import ROOT, commit_facts, gpu_time, profile_config, run_facts, write_result, xsum_test_rows
 from generate_throughput import equality
 from xsumtune.data.tokenization import load_tokenizer
-from xsumtune.generate import graphs
+from xsumtune.generate import generation, graphs
 from xsumtune.generate.generation import generate_summaries
 from xsumtune.generate.systems import build_prompts, decoding_options, run_system
 from xsumtune.model.loading import apply_lora, dequantize, load_base_model
@@ -123,7 +125,8 @@ def main():
 
     config = profile_config(args.profile, tuple(args.overrides))
     if args.keep_finished:
-        graphs.decode_prefilled = functools.partial(graphs.decode_prefilled, drop_below=0)
+        graphs.greedy_decode = functools.partial(graphs.greedy_decode, drop_below=0)
+        generation.greedy_decode = graphs.greedy_decode
     model_config = dataclasses.replace(config.model, weights="pretrained" if args.weights else "random",
                                        name=str(ROOT / (args.weights or args.model_config or config.model.name)),
                                        tokenizer=str(ROOT / (args.tokenizer or config.model.tokenizer)))
@@ -205,6 +208,8 @@ def main():
                 run.update({"compared_with": reference, **equality(model, prompts, outputs[(how, reference)], results)})
             record["runs"][f"{how}/{cache}"] = run
             print(f"{args.name} {how}/{cache}: {run}", flush=True)
+            # kept as each run ends: a later run that fails (out of memory, say) leaves the earlier ones on record
+            Path(f"{args.out_dir}/generate_stage_{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     write_result(f"{args.out_dir}/generate_stage_{args.name}.json", record)
     if args.torch_profile:
         activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if CUDA else [])

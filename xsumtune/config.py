@@ -139,7 +139,6 @@ class GenerateConfig:
     prefill_tokens: int | None  # graphs: a batch's prompts run in groups of similar length, each within this many tokens
     decode_padding: float | None  # graphs: decode attention in runs of rows of similar length (graphs.decode_groups)
     triton_kernels: bool  # graphs on a GPU: decode attention over each row's own slots, Llama and Phi layers fused (kernels.py)
-    prefill_ahead: bool  # graphs on a GPU: the next batch's prefill on a second stream beside this batch's decode steps
     merge_adapter: bool
     dequantize: bool  # a 4-bit base dequantized to model.compute_dtype once, before generating
     cudnn_attention: bool  # false: attention on any SDPA kernel but cuDNN's; true: PyTorch's own pick

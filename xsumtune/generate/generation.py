@@ -9,12 +9,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import StaticCache, StoppingCriteria, StoppingCriteriaList
 
-from xsumtune.generate import graphs
+from xsumtune.generate.graphs import greedy_decode
 from xsumtune.generate.lines import LineTables, line_done, line_tables
 from xsumtune.generate.mbr import select
 from xsumtune.generate.records import Generated
 
-GRAPHS_OPTIONS = ("prefill_tokens", "decode_padding", "triton_kernels", "prefill_ahead")  # generate params only the graphs loop takes
+GRAPHS_OPTIONS = ("prefill_tokens", "decode_padding", "triton_kernels")  # generate params only the graphs loop takes (greedy_decode's)
 
 
 def left_pad(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,13 +121,19 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
     stop_at_line_end: each row stops at the newline ending its first line with text (LineEnd), except
     under beam search, where a stopping criterion would end a hypothesis early and change which beam wins.
     cudnn_attention false: PyTorch's SDPA may pick any kernel but cuDNN's (a CPU has none of cuDNN's)."""
-    if decoding.get("cache_implementation") == "graphs":  # the project's own greedy loop
-        return _decode_graphs(model, _prefill_graphs(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                                     stop_at_line_end=stop_at_line_end,
-                                                     cudnn_attention=cudnn_attention, **decoding))
     eos = tokenizer.eos_token_id
     input_ids, attention_mask = left_pad(prompts, eos)
     device = next(model.parameters()).device
+    if decoding.get("cache_implementation") == "graphs":  # the project's own greedy loop
+        loop = ("cache_implementation", "min_new_tokens", *GRAPHS_OPTIONS)
+        other = {k: v for k, v in decoding.items() if k not in loop and (k, v) not in (("num_beams", 1), ("do_sample", False))}
+        if other:
+            raise ValueError(f"cache_implementation graphs decodes greedily and takes no {', '.join(sorted(other))}")
+        with nullcontext() if cudnn_attention else sdpa_kernel(NO_CUDNN_ATTENTION):
+            return greedy_decode(model, input_ids.to(device), attention_mask.to(device), max_new_tokens=max_new_tokens,
+                                 eos_token_id=eos, min_new_tokens=decoding.get("min_new_tokens", 0),
+                                 line_tables=line_tables(tokenizer) if stop_at_line_end else None,
+                                 **{key: decoding.get(key) for key in GRAPHS_OPTIONS}).tolist()
     if decoding.get("cache_implementation") == "static":
         decoding = {key: value for key, value in decoding.items() if key != "cache_implementation"}
         # Sized to this batch. generate's own static cache is as long as the longest it has made on this
@@ -152,51 +158,6 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
     return output[:, input_ids.shape[1]:].tolist()
 
 
-class _Prefilled(NamedTuple):
-    """A batch of the graphs loop prefilled (graphs.prefill_batch), and its decode's options."""
-    batch: graphs.Prefilled
-    decode: dict
-    cudnn_attention: bool
-
-
-def _prefill_graphs(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, stop_at_line_end: bool = True,
-                    cudnn_attention: bool = True, seed: int = 0, stream: torch.cuda.Stream | None = None,
-                    **decoding) -> _Prefilled:
-    """generate_batch's first half under cache_implementation graphs: the prompts prefilled (on stream, if given)."""
-    loop = ("cache_implementation", "min_new_tokens", *GRAPHS_OPTIONS)
-    other = {k: v for k, v in decoding.items() if k not in loop and (k, v) not in (("num_beams", 1), ("do_sample", False))}
-    if other:
-        raise ValueError(f"cache_implementation graphs decodes greedily and takes no {', '.join(sorted(other))}")
-    eos = tokenizer.eos_token_id
-    input_ids, attention_mask = left_pad(prompts, eos)
-    with nullcontext() if cudnn_attention else sdpa_kernel(NO_CUDNN_ATTENTION):
-        batch = graphs.prefill_batch(model, input_ids, attention_mask, max_new_tokens=max_new_tokens,
-                                     prefill_tokens=decoding.get("prefill_tokens"),
-                                     triton_kernels=bool(decoding.get("triton_kernels")),
-                                     device=next(model.parameters()).device, stream=stream)
-    decode = {"max_new_tokens": max_new_tokens, "eos_token_id": eos, "min_new_tokens": decoding.get("min_new_tokens", 0),
-              "line_tables": line_tables(tokenizer) if stop_at_line_end else None,
-              "decode_padding": decoding.get("decode_padding")}
-    return _Prefilled(batch, decode, cudnn_attention)
-
-
-def _decode_graphs(model, prefilled: _Prefilled) -> list[list[int]]:
-    """generate_batch's second half under cache_implementation graphs: the decode steps, on the current stream."""
-    with nullcontext() if prefilled.cudnn_attention else sdpa_kernel(NO_CUDNN_ATTENTION):
-        return graphs.decode_prefilled(model, prefilled.batch, **prefilled.decode).tolist()
-
-
-def _streams(model, options: dict, candidates: int) -> tuple[torch.cuda.Stream, torch.cuda.Stream] | None:
-    """Under generate.prefill_ahead (graphs, one candidate, a CUDA model): a stream for the decode steps, of high
-    priority (the GPU's scheduler gives its kernels the SMs first), and one for the next batch's prefill, whose
-    matmuls take what is left."""
-    ahead = options.get("prefill_ahead") and options.get("cache_implementation") == "graphs" and candidates == 1
-    device = next(model.parameters()).device
-    if not ahead or device.type != "cuda":
-        return None
-    return torch.cuda.Stream(device, priority=-1), torch.cuda.Stream(device, priority=0)
-
-
 def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: int, max_new_tokens: int,
                        seed: int = 0, desc: str = "generate", token_budget: int | None = None,
                        sort_by_length: bool = False, on_batch=None, candidates: int = 1,
@@ -216,38 +177,16 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
         options["num_return_sequences"] = candidates
     batches = plan_batches([len(e["prompt_ids"]) for e in examples], batch_size=batch_size, copies=candidates,
                            token_budget=token_budget, max_new_tokens=max_new_tokens, sort_by_length=sort_by_length)
-    streams = _streams(model, options, candidates)
-
-    def prefill_ahead(indices: list[int]) -> _Prefilled | Exception:
-        try:
-            return _prefill_graphs(model, tokenizer, [examples[i]["prompt_ids"] for i in indices], stream=streams[1],
-                                   **options)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as error:  # noqa: BLE001 - the batch's own turn retries its articles one at a time
-            return error
-
-    following = prefill_ahead(batches[0]) if streams is not None and batches else None
     with tqdm(total=len(examples), desc=desc, unit="article") as progress:
-        for number, indices in enumerate(batches):
+        for indices in batches:
             batch = [examples[i] for i in indices]
             try:
-                if streams is None:
-                    outputs = generate_batch(model, tokenizer, [e["prompt_ids"] for e in batch], **options)
-                else:  # the next batch's prefill queued on its stream, to run beside this one's decode steps
-                    prefilled, following = following, None
-                    if number + 1 < len(batches):
-                        following = prefill_ahead(batches[number + 1])
-                    if isinstance(prefilled, Exception):
-                        raise prefilled
-                    with torch.cuda.stream(streams[0]):
-                        outputs, prefilled = _decode_graphs(model, prefilled), None
+                outputs = generate_batch(model, tokenizer, [e["prompt_ids"] for e in batch], **options)
                 generated = [_chosen(tokenizer, e, rows, max_new_tokens)
                              for e, rows in zip(batch, _by_prompt(outputs, len(batch), candidates), strict=True)]
             except torch.OutOfMemoryError:
                 raise
             except Exception:  # noqa: BLE001 - isolate the failing article below
-                prefilled = None
                 generated = [_generate_one(model, tokenizer, e, options) for e in batch]
             for index, result in zip(indices, generated, strict=True):
                 results[index] = result

@@ -315,102 +315,44 @@ def _capture(graph: torch.cuda.CUDAGraph, step) -> None:
             graph.capture_end()
 
 
-class Prefilled(NamedTuple):
-    """A batch after prefill (prefill_batch): what its decode steps start from. ready: recorded on the stream
-    the prefill ran on when that is not the decoding one (None: the same stream)."""
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    positions: torch.Tensor
-    lengths: list[int]
-    cache: StaticCache
-    logits: torch.Tensor
-    fused: bool
-    ready: torch.cuda.Event | None = None
-
-
-@torch.inference_mode()
-def prefill_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
-                  prefill_tokens: int | None = None, triton_kernels: bool = False, device: torch.device | None = None,
-                  stream: torch.cuda.Stream | None = None) -> Prefilled:
-    """A left-padded batch's prompts through the model into a new static cache (prefill), on device (default: the
-    inputs'). stream: the copies to the device and the prefill queued on that CUDA stream, its end recorded in
-    ready, so that the prefill runs beside the decode steps of the batch before it, queued on the current stream
-    (generate.prefill_ahead); nothing here waits for the GPU."""
-    device = input_ids.device if device is None else torch.device(device)
-    fused = triton_kernels and kernels.available(device)
-    lengths = attention_mask.sum(-1).tolist()  # read to the host once, for prefill and decode attention's runs
-    with torch.cuda.stream(stream) if stream is not None else nullcontext(), \
-            kernels.fused_layers(model) if fused else nullcontext(), record_function("prefill"):
-        if stream is not None:  # from pinned memory: a copy from pageable memory waits for the stream
-            input_ids, attention_mask = (x.pin_memory().to(device, non_blocking=True) for x in (input_ids, attention_mask))
-        else:
-            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        cache = StaticCache(config=model.config.get_text_config(decoder=True),
-                            max_cache_len=input_ids.shape[1] + max_new_tokens)
-        for layer in cache.layers:  # made on the device: each layer's copy there, made lazily, waits for the stream
-            if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
-                layer.cumulative_length = torch.zeros_like(layer.cumulative_length, device=device)
-        positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
-        positions = positions.masked_fill(attention_mask == 0, 0)
-        logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths, row_writes=fused)
-        ready = None
-        if stream is not None:
-            ready = torch.cuda.Event()
-            ready.record(stream)
-    return Prefilled(input_ids, attention_mask, positions, lengths, cache, logits, fused, ready)
-
-
-def _hand_over(batch: Prefilled) -> None:
-    """The current stream waits for the batch's prefill, and the allocator keeps every tensor it made (on the
-    prefill's stream) until the current stream's work queued so far is done with them too."""
-    current = torch.cuda.current_stream()
-    current.wait_event(batch.ready)
-    tensors = [batch.input_ids, batch.attention_mask, batch.positions, batch.logits]
-    for layer in batch.cache.layers:
-        tensors += [layer.keys, layer.values, layer.cumulative_length]
-    for tensor in tensors:
-        tensor.record_stream(current)
-
-
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
-                  prefill_tokens: int | None = None, triton_kernels: bool = False, **decoding) -> torch.Tensor:
-    """New tokens [rows, steps run] for a left-padded batch: prefill_batch, then decode_prefilled (decoding: its
-    options) on the inputs' device."""
-    batch = prefill_batch(model, input_ids, attention_mask, max_new_tokens=max_new_tokens,
-                          prefill_tokens=prefill_tokens, triton_kernels=triton_kernels)
-    return decode_prefilled(model, batch, max_new_tokens=max_new_tokens, **decoding)
-
-
-@torch.inference_mode()
-def decode_prefilled(model, batch: Prefilled, *, max_new_tokens: int, eos_token_id: int, min_new_tokens: int = 0,
-                     line_tables: LineTables | None = None, check_every: int = 8, warmup: int = 2,
-                     drop_below: float = 0.5, min_rows: int = 32, decode_padding: float | None = None) -> torch.Tensor:
-    """New tokens [rows, steps run] for a prefilled batch: eos after a row's end (eos or, with line_tables,
+                  eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
+                  check_every: int = 8, warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32,
+                  prefill_tokens: int | None = None, decode_padding: float | None = None,
+                  triton_kernels: bool = False) -> torch.Tensor:
+    """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tables,
     its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
 
     At a check, if at most drop_below of the batch's rows are still running (and the batch has min_rows or
     more), the batch goes on with those rows only. On a CUDA device, `warmup` eager decode steps (on a side
     stream, as CUDA graph capture wants; one after each drop), then one captured step replayed for the rest;
-    elsewhere every step runs eagerly. decode_padding: decode attention in runs of rows of similar prompt length
-    (decode_groups), each reading the cache from its own longest prompt on; None: every row reads every slot.
-    The batch's triton_kernels (prefill_batch): where Triton runs (xsumtune/generate/kernels.py), decode
+    elsewhere every step runs eagerly. prefill_tokens: see prefill. decode_padding: decode attention in runs of
+    rows of similar prompt length (decode_groups), each reading the cache from its own longest prompt on;
+    None: every row reads every slot. triton_kernels: where Triton runs (xsumtune/generate/kernels.py), decode
     attention reads each row's own slots only, and a Llama's RMSNorm, rotary embedding and SiLU gate and Phi's
     partial rotary embedding run fused (decode_padding then has no use)."""
-    if batch.ready is not None:
-        _hand_over(batch)
-    fused, lengths = batch.fused, batch.lengths
+    fused = triton_kernels and kernels.available(input_ids.device)
     if fused:  # row attention reads each row's own slots: no runs of rows to plan
         decode_padding = None
     with kernels.fused_layers(model) if fused else nullcontext():
-        input_ids, cache = batch.input_ids, batch.cache
+        rows, width = input_ids.shape
+        cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=width + max_new_tokens)
+        for layer in cache.layers:  # made on the device: each layer's copy there, made lazily, waits for the GPU
+            if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
+                layer.cumulative_length = torch.zeros_like(layer.cumulative_length, device=input_ids.device)
+        positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
+        positions = positions.masked_fill(attention_mask == 0, 0)
         with record_function("prefill"):
-            decoder = _Decoder(model, cache, input_ids, batch.attention_mask, batch.positions,
-                               max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-                               min_new_tokens=min_new_tokens, line_tables=line_tables,
+            lengths = attention_mask.sum(-1).tolist()  # read to the host once, for prefill and decode attention's runs
+            logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths,
+                             row_writes=fused)
+            decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
+                               eos_token_id=eos_token_id, min_new_tokens=min_new_tokens, line_tables=line_tables,
                                groups=None if decode_padding is None else decode_groups(lengths, decode_padding),
                                row_attention=fused)
-            decoder.choose(batch.logits)
+            decoder.choose(logits)
+        del logits
         cuda = input_ids.device.type == "cuda"
         graph, steps, eager_until = None, 1, warmup
         with _grouped_attention(model), record_function("decode"):
