@@ -32,8 +32,10 @@ def close_in_bf16(actual, expected, scale):
 
 @pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (4, 4, 80), (4, 2, 16)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_row_attention_reads_each_rows_own_slots_only(heads, kv_heads, dim, dtype):
-    """Each row attends to slots first[row]..last and nothing else: garbage outside them changes nothing."""
+@pytest.mark.parametrize("launch", [{}, {"BLOCK": 32, "HEADS_FIRST": True}], ids=["default", "heads-first"])
+def test_row_attention_reads_each_rows_own_slots_only(heads, kv_heads, dim, dtype, launch):
+    """Each row attends to slots first[row]..last and nothing else: garbage outside them changes nothing, under
+    the default launch and another (bench/decode_attention.py tries others)."""
     torch.manual_seed(0)
     rows, slots = 5, 200
     query = torch.randn(rows, heads, 1, dim, dtype=dtype)
@@ -47,7 +49,7 @@ def test_row_attention_reads_each_rows_own_slots_only(heads, kv_heads, dim, dtyp
                                             value.float().repeat_interleave(group, 1), attn_mask=mask,
                                             scale=dim ** -0.5).transpose(1, 2)
     key[~mask[:, 0, 0][:, None, :].expand(-1, kv_heads, -1)] = 1e4  # outside the rows' slots
-    actual = kernels.row_attention(query, key, value, first, last, dim ** -0.5)
+    actual = kernels.row_attention(query, key, value, first, last, dim ** -0.5, **launch)
     assert actual.shape == (rows, 1, heads, dim) and actual.dtype == dtype
     torch.testing.assert_close(actual.float(), expected, atol=1e-5 if dtype == torch.float32 else 1e-2, rtol=0)
 
