@@ -125,11 +125,11 @@ class _RolledLayer(DynamicLayer):
     cache's layer at its row and slot (a row's tokens end at the batch's width, as left padding puts them), and
     the call's attention gets the call's own keys and values back."""
 
-    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, slots: torch.Tensor,
+    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, slots: torch.Tensor | None,
                  lengths: torch.Tensor | None = None, width: int = 0):
-        """rows [group, 1, 1]: the call's rows in the batch; slots [group, 1, cut]: each position's slot.
-        lengths [group]: the rows' prompt lengths, to write each row's own tokens only (kernels.write_rows), in a
-        batch left-padded to width."""
+        """rows [group, 1, 1]: the call's rows in the batch; slots [group, 1, cut]: each position's slot (None
+        with lengths). lengths [group]: the rows' prompt lengths, to write each row's own tokens only
+        (kernels.write_rows), in a batch left-padded to width."""
         super().__init__()
         self.target, self.batch, self.rows, self.slots = target, batch, rows, slots
         self.lengths, self.width = lengths, width
@@ -205,8 +205,10 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
         cut = max(lengths[row] for row in group)
         last = length[index] - 1
         part = DynamicCache(config=model.config.get_text_config(decoder=True))
-        part.layers = [_RolledLayer(layer, rows, index[:, None, None], slots[index, None, :cut],
-                                    length[index] if row_writes else None, width) for layer in cache.layers]
+        # the group's rows and where their tokens go, gathered once for every layer: their own lengths where
+        # each row writes its own tokens, each position's slot where one index_put writes them all
+        where = (None, length[index]) if row_writes else (slots[index, None, :cut], None)
+        part.layers = [_RolledLayer(layer, rows, index[:, None, None], *where, width) for layer in cache.layers]
         # the head sees each row's last token only
         taken = torch.arange(len(group), device=device)
         hook = head.register_forward_pre_hook(lambda module, args: (args[0][taken, last, None],))
