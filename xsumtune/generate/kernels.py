@@ -339,27 +339,25 @@ def _join_qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
     place), later calls copy nothing."""
     linears = (attention.q_proj, attention.k_proj, attention.v_proj)
     joined = getattr(attention, QKV, None)
-    if joined is not None and all(_views_of(joined, linears)):
+    if joined is not None and _still_views(joined, linears):
         return joined
     weight = torch.cat([m.weight.detach() for m in linears])
     bias = torch.cat([m.bias.detach() for m in linears])
-    for m, (rows, start) in zip(linears, _row_ranges(linears), strict=True):
-        m.weight.data, m.bias.data = weight[start:start + rows], bias[start:start + rows]
+    for m, w, b in zip(linears, *_split(weight, bias, linears), strict=True):
+        m.weight.data, m.bias.data = w, b
     return weight, bias
 
 
-def _row_ranges(linears) -> list[tuple[int, int]]:
-    starts = [0]
-    for m in linears:
-        starts.append(starts[-1] + m.out_features)
-    return [(m.out_features, start) for m, start in zip(linears, starts, strict=False)]
+def _split(weight: torch.Tensor, bias: torch.Tensor, linears) -> tuple[tuple[torch.Tensor, ...], ...]:
+    """The joined weight and bias cut back into each module's rows, as views."""
+    sizes = [m.out_features for m in linears]
+    return weight.split(sizes), bias.split(sizes)
 
 
-def _views_of(joined: tuple[torch.Tensor, torch.Tensor], linears):
-    weight, bias = joined
-    for m, (rows, start) in zip(linears, _row_ranges(linears), strict=True):
-        yield m.weight.data_ptr() == weight[start].data_ptr() and tuple(m.weight.shape) == (rows, weight.shape[1])
-        yield m.bias.data_ptr() == bias[start:].data_ptr() and m.bias.shape[0] == rows
+def _still_views(joined: tuple[torch.Tensor, torch.Tensor], linears) -> bool:
+    return all(m.weight.data_ptr() == w.data_ptr() and m.weight.shape == w.shape and
+               m.bias.data_ptr() == b.data_ptr() and m.bias.shape == b.shape
+               for m, w, b in zip(linears, *_split(*joined, linears), strict=True))
 
 
 def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
