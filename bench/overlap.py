@@ -7,9 +7,12 @@ slots, dense and fc2 adding into the rows, fc1 with its GELU epilogue, captured 
 --steps times; a prefill is the same four matmuls over --prefill-tokens tokens for each layer. Timed alone, then
 both at once (decode on a high-priority stream, prefill on a low-priority one; and both of one priority), each
 three times: if the GPU
-overlaps them, both at once take less than the two alone.
+overlaps them, both at once take less than the two alone. --carveout N,...: prefill alone and both at once
+again with the prefill's matmuls launched under torch._C._set_sm_carveout_experimental(N), which asks cuBLAS to
+leave N of the GPU's SMs to other kernels.
 
     python bench/overlap.py --name phi2
+    python bench/overlap.py --name phi2-carveout --carveout 16,32,48,66
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ def main():
     parser.add_argument("--steps", type=int, default=59)
     parser.add_argument("--prefill-tokens", type=int, default=32000)
     parser.add_argument("--prefills", type=int, default=4, help="prefill calls of every layer")
+    parser.add_argument("--carveout", default="", help="comma-separated SM counts cuBLAS leaves free in prefill")
     parser.add_argument("--name", default="phi2")
     parser.add_argument("--commit")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
@@ -72,10 +76,17 @@ def main():
                 return kernels.row_attention(query, key, value, first, last, dim ** -0.5).view(args.rows, hidden)
             layer_matmuls(layer, rows, attend)
 
+    carveout = [None]
+
     def prefill():
-        for _ in range(args.prefills):
-            for layer in params:
-                layer_matmuls(layer, tokens)
+        before = torch._C._get_sm_carveout_experimental()
+        torch._C._set_sm_carveout_experimental(carveout[0])
+        try:
+            for _ in range(args.prefills):
+                for layer in params:
+                    layer_matmuls(layer, tokens)
+        finally:
+            torch._C._set_sm_carveout_experimental(before)
 
     high, low, plain = torch.cuda.Stream(priority=-1), torch.cuda.Stream(priority=0), torch.cuda.Stream(priority=0)
     with torch.cuda.stream(high):
@@ -109,12 +120,20 @@ def main():
     for way, flags in (("decode", (True, False)), ("prefill", (False, True)), ("both", (True, True)),
                        ("both_equal_priority", (True, True, plain))):
         times[way] = round(statistics.median(run(*flags) for _ in range(3)), 4)
+    for count in [int(n) for n in args.carveout.split(",") if n]:
+        carveout[0] = count
+        run(False, True)  # cuBLAS picks its kernels for the new target
+        for way, flags in (("prefill", (False, True)), ("both", (True, True))):
+            times[f"{way}_carveout_{count}"] = round(statistics.median(run(*flags) for _ in range(3)), 4)
+    carveout[0] = None
     alone = times["decode"] + times["prefill"]
     prefill_flops = 2 * args.prefill_tokens * args.prefills * layers * hidden * (3 * hidden + hidden + 2 * ffn)
     result = {"bench": "overlap", **commit_facts(args.commit), "arch": args.arch, "rows": args.rows,
               "prompt_slots": args.prompt, "steps": args.steps, "prefill_tokens": args.prefill_tokens,
               "prefills": args.prefills, "seconds": times, "alone_summed": round(alone, 4),
               "saved_share": round(1 - times["both"] / alone, 3),
+              "saved_share_carveout": {key.rsplit("_", 1)[1]: round(1 - value / alone, 3)
+                                       for key, value in times.items() if key.startswith("both_carveout")},
               "decode_ms_a_step_alone": round(times["decode"] / args.steps * 1000, 3),
               "prefill_tflops_alone": round(prefill_flops / times["prefill"] / 1e12, 1), **run_facts()}
     write_result(Path(args.out_dir) / f"overlap_{args.name}.json", result)
