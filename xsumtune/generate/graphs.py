@@ -123,37 +123,52 @@ def prefill_groups(lengths: list[int], prefill_tokens: int | None) -> list[list[
 class _RolledLayer(DynamicLayer):
     """A prefill call's cache layer over right-padded rows: each key and value goes straight into the static
     cache's layer at its row and slot (a row's tokens end at the batch's width, as left padding puts them), and
-    the call's attention gets the call's own keys and values back."""
+    the call's attention gets the call's own keys and values back. One index_put writes every position."""
 
-    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, slots: torch.Tensor | None,
-                 lengths: torch.Tensor | None = None, width: int = 0):
-        """rows [group, 1, 1]: the call's rows in the batch; slots [group, 1, cut]: each position's slot (None
-        with lengths). lengths [group]: the rows' prompt lengths, to write each row's own tokens only
-        (kernels.write_rows), in a batch left-padded to width."""
+    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, slots: torch.Tensor, width: int):
+        """rows [group, 1, 1]: the call's rows in the batch; slots [group, 1, cut]: each position's slot; width:
+        the left-padded batch's."""
         super().__init__()
-        self.target, self.batch, self.rows, self.slots = target, batch, rows, slots
-        self.lengths, self.width = lengths, width
+        self.target, self.batch, self.rows, self.slots, self.width = target, batch, rows, slots, width
 
     def update(self, keys: torch.Tensor, values: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        target = self.target
-        if not target.is_initialized:  # allocated as one call would: every row, the cache's length
-            rows = 0 if self.lengths is not None else self.batch
-            target.lazy_initialization(keys.new_empty((rows, keys.shape[1], 0, keys.shape[-1])),
-                                       values.new_empty((rows, values.shape[1], 0, values.shape[-1])))
-            if self.lengths is not None:  # not zeroed: row_attention reads only slots written before it reads them
-                target.keys, target.values = (x.new_empty((self.batch, *x.shape[1:]))
-                                              for x in (target.keys, target.values))
-                target.batch_size = self.batch
-        if self.lengths is not None:
-            for cache, new in ((target.keys, keys), (target.values, values)):
-                kernels.write_rows(cache, new, self.rows.view(-1), self.lengths, self.width)
-            return keys, values
-        heads = torch.arange(keys.shape[1], device=keys.device)[None, :, None]
-        for cache, new in ((target.keys, keys), (target.values, values)):
-            if _words(cache) and _words(new):  # a head's vector as 8-byte words: a quarter of the elements to index
-                cache, new = cache.view(torch.int64), new.view(torch.int64)
-            cache.index_put_((self.rows, heads, self.slots), new)
+        if not self.target.is_initialized:
+            self.allocate(keys, values)
+        for cache, new in ((self.target.keys, keys), (self.target.values, values)):
+            self.write(cache, new)
         return keys, values
+
+    def allocate(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """The target's tensors as one call would make them: every row, the cache's length, zeroed."""
+        self.target.lazy_initialization(keys.new_empty((self.batch, keys.shape[1], 0, keys.shape[-1])),
+                                        values.new_empty((self.batch, values.shape[1], 0, values.shape[-1])))
+
+    def write(self, cache: torch.Tensor, new: torch.Tensor) -> None:
+        heads = torch.arange(new.shape[1], device=new.device)[None, :, None]
+        if _words(cache) and _words(new):  # a head's vector as 8-byte words: a quarter of the elements to index
+            cache, new = cache.view(torch.int64), new.view(torch.int64)
+        cache.index_put_((self.rows, heads, self.slots), new)
+
+
+class _RowWrittenLayer(_RolledLayer):
+    """_RolledLayer writing each row's own tokens only (kernels.write_rows), its right padding nowhere: for
+    decoding that reads each row's own slots only (kernels.row_attention). Its cache is not zeroed either:
+    row_attention reads only slots written before it reads them."""
+
+    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, lengths: torch.Tensor, width: int):
+        """lengths [group]: the rows' prompt lengths."""
+        super().__init__(target, batch, rows, None, width)
+        self.lengths = lengths
+
+    def allocate(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        target = self.target
+        target.lazy_initialization(keys.new_empty((0, keys.shape[1], 0, keys.shape[-1])),
+                                   values.new_empty((0, values.shape[1], 0, values.shape[-1])))
+        target.keys, target.values = (x.new_empty((self.batch, *x.shape[1:])) for x in (target.keys, target.values))
+        target.batch_size = self.batch
+
+    def write(self, cache: torch.Tensor, new: torch.Tensor) -> None:
+        kernels.write_rows(cache, new, self.rows.view(-1), self.lengths, self.width)
 
 
 def _words(x: torch.Tensor) -> bool:
@@ -205,10 +220,10 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
         cut = max(lengths[row] for row in group)
         last = length[index] - 1
         part = DynamicCache(config=model.config.get_text_config(decoder=True))
-        # the group's rows and where their tokens go, gathered once for every layer: their own lengths where
-        # each row writes its own tokens, each position's slot where one index_put writes them all
-        where = (None, length[index]) if row_writes else (slots[index, None, :cut], None)
-        part.layers = [_RolledLayer(layer, rows, index[:, None, None], *where, width) for layer in cache.layers]
+        # where the group's tokens go, gathered once for every layer: each row's length where each row writes
+        # its own tokens, each position's slot where one index_put writes them all
+        kind, where = (_RowWrittenLayer, length[index]) if row_writes else (_RolledLayer, slots[index, None, :cut])
+        part.layers = [kind(layer, rows, index[:, None, None], where, width) for layer in cache.layers]
         # the head sees each row's last token only
         taken = torch.arange(len(group), device=device)
         hook = head.register_forward_pre_hook(lambda module, args: (args[0][taken, last, None],))
@@ -317,6 +332,31 @@ def _capture(graph: torch.cuda.CUDAGraph, step) -> None:
             graph.capture_end()
 
 
+def _drop_finished(decoder: _Decoder, lengths: list[int], decode_padding: float | None) -> list[int]:
+    """The batch goes on with its unfinished rows only; their prompt lengths (and decode attention's runs of
+    rows, with decode_padding) follow."""
+    with record_function("drop finished rows"):
+        kept = decoder.unfinished.nonzero().squeeze(1)
+        decoder.keep(kept)
+        if decode_padding is None:
+            return lengths
+        lengths = [lengths[row] for row in kept.tolist()]
+        decoder.groups = decode_groups(lengths, decode_padding)
+        return lengths
+
+
+def _eager_step(decoder: _Decoder, cuda: bool) -> None:
+    """One decode step run as it is, on CUDA on a side stream (the warm-up CUDA graph capture wants)."""
+    if not cuda:
+        decoder.step()
+        return
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        decoder.step()
+    torch.cuda.current_stream().wait_stream(side)
+
+
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                   eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
@@ -364,24 +404,12 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                     if left == 0:
                         break
                     if left <= drop_below * running and running >= min_rows:
-                        with record_function("drop finished rows"):
-                            kept = decoder.unfinished.nonzero().squeeze(1)
-                            decoder.keep(kept)
-                            if decode_padding is not None:
-                                lengths = [lengths[row] for row in kept.tolist()]
-                                decoder.groups = decode_groups(lengths, decode_padding)
+                        lengths = _drop_finished(decoder, lengths, decode_padding)
                         if graph is not None:
                             graph.reset()
                             graph, eager_until = None, steps
                 if not cuda or steps <= eager_until:
-                    if cuda:
-                        side = torch.cuda.Stream()
-                        side.wait_stream(torch.cuda.current_stream())
-                        with torch.cuda.stream(side):
-                            decoder.step()
-                        torch.cuda.current_stream().wait_stream(side)
-                    else:
-                        decoder.step()
+                    _eager_step(decoder, cuda)
                 else:
                     if graph is None:
                         graph = torch.cuda.CUDAGraph()
