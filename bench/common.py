@@ -132,11 +132,13 @@ def gpu_time(events) -> tuple[float, int]:
     return sum(event.self_device_time_total for event in kernels) / 1e6, sum(event.count for event in kernels)
 
 
-def write_result(path: str | Path, result: dict) -> None:
+def write_result(path: str | Path, result: dict, echo: bool = True) -> None:
+    """result as JSON at path (its folder made); echo: printed too."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    if echo:
+        print(json.dumps(result))
 
 
 def profile_table(run, path: str | Path, rows: int = 30) -> None:

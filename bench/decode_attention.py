@@ -144,7 +144,7 @@ def main():
             ms = graph_time(run_rows, args.reps)
             ways[way] = {"ms": ms, "slots_read": read, "gb_per_s": round(read * kv_heads * dim * 2 * 2 / ms / 1e6, 1),
                          "max_abs_diff_vs_math": round(float((out - reference).abs().max()), 5)}
-        results.append({"rows": len(rows), "slots": key.shape[2], "filled": sum(rows) + len(rows) * args.step,
+        results.append({"rows": len(rows), "slots": key.shape[2], "filled": read,
                         "ways": ways})
         print(json.dumps(results[-1]), flush=True)
     totals = {way: round(sum(b["ways"][way]["ms"] for b in results if "ms" in b["ways"].get(way, {})), 4)

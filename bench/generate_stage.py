@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -209,7 +207,7 @@ def main():
             record["runs"][f"{how}/{cache}"] = run
             print(f"{args.name} {how}/{cache}: {run}", flush=True)
             # kept as each run ends: a later run that fails (out of memory, say) leaves the earlier ones on record
-            Path(f"{args.out_dir}/generate_stage_{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+            write_result(f"{args.out_dir}/generate_stage_{args.name}.json", record, echo=False)
     write_result(f"{args.out_dir}/generate_stage_{args.name}.json", record)
     if args.torch_profile:
         activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if CUDA else [])
