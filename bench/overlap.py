@@ -9,10 +9,13 @@ both at once (decode on a high-priority stream, prefill on a low-priority one; a
 three times: if the GPU
 overlaps them, both at once take less than the two alone. --carveout N,...: prefill alone and both at once
 again with the prefill's matmuls launched under torch._C._set_sm_carveout_experimental(N), which asks cuBLAS to
-leave N of the GPU's SMs to other kernels.
+leave N of the GPU's SMs to other kernels. --green N,...: the GPU split into two CUDA green contexts (torch.cuda.
+green_contexts), N SMs for the decode steps (their graph captured on that context's stream) and the rest for the
+prefill (with cuBLAS told of the N SMs it lacks, and without): each alone on its part, then both at once.
 
     python bench/overlap.py --name phi2
     python bench/overlap.py --name phi2-carveout --carveout 16,32,48,66
+    python bench/overlap.py --name phi2-green --green 32,48,64,80
 """
 from __future__ import annotations
 
@@ -41,6 +44,38 @@ def layer_matmuls(layer: dict, rows: torch.Tensor, attend=None) -> None:
     rows.addmm_(torch._addmm_activation(layer["fc1_b"], rows, layer["fc1"].t(), use_gelu=True), layer["fc2"].t())
 
 
+def green_split(count: int, decode_step, run, carveout: list) -> dict:
+    """Decode steps on a green context of count SMs, prefill on one of the rest: each alone, both at once, and
+    the prefill with cuBLAS's carveout at count (its persistent kernels sized to the SMs its context has)."""
+    from torch.cuda.green_contexts import GreenContext
+    total = torch.cuda.get_device_properties(0).multi_processor_count
+    try:
+        contexts = GreenContext.create(num_sms=count), GreenContext.create(num_sms=total - count)
+        decode_stream, prefill_stream = (context.Stream() for context in contexts)
+        with torch.cuda.stream(decode_stream):
+            decode_step()
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=decode_stream):
+            decode_step()
+        part = {"decode_sms": count, "prefill_sms": total - count}
+        for cut in (None, count):
+            carveout[0] = cut
+            key = "" if cut is None else "_carveout"
+            run(False, True, decode_stream, prefill_stream, graph)
+            for way, flags in (("decode", (True, False)), ("prefill", (False, True)), ("both", (True, True))):
+                if way == "decode" and cut is not None:
+                    continue
+                part[f"{way}{key}"] = round(statistics.median(
+                    run(*flags, decode_stream, prefill_stream, graph) for _ in range(3)), 4)
+        carveout[0] = None
+        graph.reset()
+        return part
+    except Exception as error:  # noqa: BLE001 - recorded: what this torch or driver can't do
+        carveout[0] = None
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="models/configs/phi-2")
@@ -50,6 +85,7 @@ def main():
     parser.add_argument("--prefill-tokens", type=int, default=32000)
     parser.add_argument("--prefills", type=int, default=4, help="prefill calls of every layer")
     parser.add_argument("--carveout", default="", help="comma-separated SM counts cuBLAS leaves free in prefill")
+    parser.add_argument("--green", default="", help="comma-separated SM counts of the decode steps' green context")
     parser.add_argument("--name", default="phi2")
     parser.add_argument("--commit")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
@@ -97,20 +133,21 @@ def main():
     with torch.cuda.graph(graph, stream=high):
         decode_step()
 
-    def run(decode: bool, pre: bool, decode_stream=high) -> float:
+    def run(decode: bool, pre: bool, decode_stream=high, prefill_stream=low, decode_graph=None) -> float:
+        decode_graph = decode_graph or graph
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for stream in (decode_stream, low):
+        for stream in (decode_stream, prefill_stream):
             stream.wait_event(start)
         if pre:
-            with torch.cuda.stream(low):
+            with torch.cuda.stream(prefill_stream):
                 prefill()
         if decode:
             with torch.cuda.stream(decode_stream):
                 for _ in range(args.steps):
-                    graph.replay()
-        for stream in (decode_stream, low):
+                    decode_graph.replay()
+        for stream in (decode_stream, prefill_stream):
             torch.cuda.current_stream().wait_stream(stream)
         end.record()
         torch.cuda.synchronize()
@@ -126,6 +163,9 @@ def main():
         for way, flags in (("prefill", (False, True)), ("both", (True, True))):
             times[f"{way}_carveout_{count}"] = round(statistics.median(run(*flags) for _ in range(3)), 4)
     carveout[0] = None
+    green = {}
+    for count in [int(n) for n in args.green.split(",") if n]:
+        green[count] = green_split(count, decode_step, run, carveout)
     alone = times["decode"] + times["prefill"]
     prefill_flops = 2 * args.prefill_tokens * args.prefills * layers * hidden * (3 * hidden + hidden + 2 * ffn)
     result = {"bench": "overlap", **commit_facts(args.commit), "arch": args.arch, "rows": args.rows,
@@ -134,6 +174,8 @@ def main():
               "saved_share": round(1 - times["both"] / alone, 3),
               "saved_share_carveout": {key.rsplit("_", 1)[1]: round(1 - value / alone, 3)
                                        for key, value in times.items() if key.startswith("both_carveout")},
+              "green": {count: {**part, "saved_share": round(1 - part["both"] / alone, 3) if "both" in part else None}
+                        for count, part in green.items()},
               "decode_ms_a_step_alone": round(times["decode"] / args.steps * 1000, 3),
               "prefill_tflops_alone": round(prefill_flops / times["prefill"] / 1e12, 1), **run_facts()}
     write_result(Path(args.out_dir) / f"overlap_{args.name}.json", result)
