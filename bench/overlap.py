@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -44,13 +45,14 @@ def layer_matmuls(layer: dict, rows: torch.Tensor, attend=None) -> None:
     rows.addmm_(torch._addmm_activation(layer["fc1_b"], rows, layer["fc1"].t(), use_gelu=True), layer["fc2"].t())
 
 
-def green_split(count: int, decode_step, run, carveout: list) -> dict:
+def green_split(count: int, decode_step, run, carveout: list, workqueue: str | None) -> dict:
     """Decode steps on a green context of count SMs, prefill on one of the rest: each alone, both at once, and
     the prefill with cuBLAS's carveout at count (its persistent kernels sized to the SMs its context has)."""
     from torch.cuda.green_contexts import GreenContext
     total = torch.cuda.get_device_properties(0).multi_processor_count
     try:
-        contexts = GreenContext.create(num_sms=count), GreenContext.create(num_sms=total - count)
+        scope = {"workqueue_scope": workqueue} if workqueue else {}
+        contexts = GreenContext.create(num_sms=count, **scope), GreenContext.create(num_sms=total - count, **scope)
         decode_stream, prefill_stream = (context.Stream() for context in contexts)
         with torch.cuda.stream(decode_stream):
             decode_step()
@@ -86,6 +88,7 @@ def main():
     parser.add_argument("--prefills", type=int, default=4, help="prefill calls of every layer")
     parser.add_argument("--carveout", default="", help="comma-separated SM counts cuBLAS leaves free in prefill")
     parser.add_argument("--green", default="", help="comma-separated SM counts of the decode steps' green context")
+    parser.add_argument("--workqueue", help="the green contexts' workqueue_scope (balanced: queues of their own)")
     parser.add_argument("--name", default="phi2")
     parser.add_argument("--commit")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
@@ -165,12 +168,13 @@ def main():
     carveout[0] = None
     green = {}
     for count in [int(n) for n in args.green.split(",") if n]:
-        green[count] = green_split(count, decode_step, run, carveout)
+        green[count] = green_split(count, decode_step, run, carveout, args.workqueue)
     alone = times["decode"] + times["prefill"]
     prefill_flops = 2 * args.prefill_tokens * args.prefills * layers * hidden * (3 * hidden + hidden + 2 * ffn)
     result = {"bench": "overlap", **commit_facts(args.commit), "arch": args.arch, "rows": args.rows,
               "prompt_slots": args.prompt, "steps": args.steps, "prefill_tokens": args.prefill_tokens,
-              "prefills": args.prefills, "seconds": times, "alone_summed": round(alone, 4),
+              "prefills": args.prefills, "workqueue_scope": args.workqueue,
+              "max_connections": os.environ.get("CUDA_DEVICE_MAX_CONNECTIONS"), "seconds": times, "alone_summed": round(alone, 4),
               "saved_share": round(1 - times["both"] / alone, 3),
               "saved_share_carveout": {key.rsplit("_", 1)[1]: round(1 - value / alone, 3)
                                        for key, value in times.items() if key.startswith("both_carveout")},
