@@ -9,8 +9,8 @@ both at once (decode on a high-priority stream, prefill on a low-priority one; a
 three times: if the GPU
 overlaps them, both at once take less than the two alone. --carveout N,...: prefill alone and both at once
 again with the prefill's matmuls launched under torch._C._set_sm_carveout_experimental(N), which asks cuBLAS to
-leave N of the GPU's SMs to other kernels. --green N,...: the GPU split into two CUDA green contexts (torch.cuda.
-green_contexts), N SMs for the decode steps (their graph captured on that context's stream) and the rest for the
+leave N of the GPU's SMs to other kernels. --green N,...: the GPU's SMs split between two CUDA green contexts (driver API),
+N SMs for the decode steps (their graph captured on that context's stream) and the rest for the
 prefill (with cuBLAS told of the N SMs it lacks, and without): each alone on its part, then both at once.
 
     python bench/overlap.py --name phi2
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -45,22 +44,46 @@ def layer_matmuls(layer: dict, rows: torch.Tensor, attend=None) -> None:
     rows.addmm_(torch._addmm_activation(layer["fc1_b"], rows, layer["fc1"].t(), use_gelu=True), layer["fc2"].t())
 
 
-def green_split(count: int, decode_step, run, carveout: list, workqueue: str | None) -> dict:
+def green_streams(first_sms: int) -> tuple[torch.cuda.Stream, torch.cuda.Stream, list[int]]:
+    """Streams of two CUDA green contexts over disjoint SMs of the current device, first_sms SMs and the rest
+    (one split of the device's SMs through the driver API: torch's GreenContext.create takes each context's
+    SMs from the whole device, so two of them share SMs); and the two SM counts."""
+    import ctypes
+    torch.empty(1, device="cuda")  # the primary context current
+    cuda = ctypes.CDLL("libcuda.so.1")
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            raise RuntimeError(f"{what}: CUresult {result}")
+    device = ctypes.c_int()
+    check(cuda.cuCtxGetDevice(ctypes.byref(device)), "cuCtxGetDevice")
+    whole, group, rest = (ctypes.create_string_buffer(1024) for _ in range(3))  # CUdevResource, opaque
+    check(cuda.cuDeviceGetDevResource(device, whole, 1), "cuDeviceGetDevResource")  # CU_DEV_RESOURCE_TYPE_SM
+    check(cuda.cuDevSmResourceSplitByCount(group, ctypes.byref(ctypes.c_uint(1)), whole, rest, 0, first_sms),
+          "cuDevSmResourceSplitByCount")
+    streams, counts = [], []
+    for part in (group, rest):
+        counts.append(int.from_bytes(part.raw[96:100], "little"))  # CUdevSmResource.smCount, after the type's 96 bytes
+        desc, context, stream = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+        check(cuda.cuDevResourceGenerateDesc(ctypes.byref(desc), part, 1), "cuDevResourceGenerateDesc")
+        check(cuda.cuGreenCtxCreate(ctypes.byref(context), desc, device, 1), "cuGreenCtxCreate")  # default stream
+        check(cuda.cuGreenCtxStreamCreate(ctypes.byref(stream), context, 1, 0), "cuGreenCtxStreamCreate")  # non-blocking
+        streams.append(torch.cuda.ExternalStream(stream.value))
+    return streams[0], streams[1], counts
+
+
+def green_split(count: int, decode_step, run, carveout: list) -> dict:
     """Decode steps on a green context of count SMs, prefill on one of the rest: each alone, both at once, and
     the prefill with cuBLAS's carveout at count (its persistent kernels sized to the SMs its context has)."""
-    from torch.cuda.green_contexts import GreenContext
-    total = torch.cuda.get_device_properties(0).multi_processor_count
     try:
-        scope = {"workqueue_scope": workqueue} if workqueue else {}
-        contexts = GreenContext.create(num_sms=count, **scope), GreenContext.create(num_sms=total - count, **scope)
-        decode_stream, prefill_stream = (context.Stream() for context in contexts)
+        decode_stream, prefill_stream, (decode_sms, prefill_sms) = green_streams(count)
         with torch.cuda.stream(decode_stream):
             decode_step()
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=decode_stream):
             decode_step()
-        part = {"decode_sms": count, "prefill_sms": total - count}
+        part = {"decode_sms": decode_sms, "prefill_sms": prefill_sms}
         for cut in (None, count):
             carveout[0] = cut
             key = "" if cut is None else "_carveout"
@@ -88,7 +111,6 @@ def main():
     parser.add_argument("--prefills", type=int, default=4, help="prefill calls of every layer")
     parser.add_argument("--carveout", default="", help="comma-separated SM counts cuBLAS leaves free in prefill")
     parser.add_argument("--green", default="", help="comma-separated SM counts of the decode steps' green context")
-    parser.add_argument("--workqueue", help="the green contexts' workqueue_scope (balanced: queues of their own)")
     parser.add_argument("--name", default="phi2")
     parser.add_argument("--commit")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
@@ -168,13 +190,12 @@ def main():
     carveout[0] = None
     green = {}
     for count in [int(n) for n in args.green.split(",") if n]:
-        green[count] = green_split(count, decode_step, run, carveout, args.workqueue)
+        green[count] = green_split(count, decode_step, run, carveout)
     alone = times["decode"] + times["prefill"]
     prefill_flops = 2 * args.prefill_tokens * args.prefills * layers * hidden * (3 * hidden + hidden + 2 * ffn)
     result = {"bench": "overlap", **commit_facts(args.commit), "arch": args.arch, "rows": args.rows,
               "prompt_slots": args.prompt, "steps": args.steps, "prefill_tokens": args.prefill_tokens,
-              "prefills": args.prefills, "workqueue_scope": args.workqueue,
-              "max_connections": os.environ.get("CUDA_DEVICE_MAX_CONNECTIONS"), "seconds": times, "alone_summed": round(alone, 4),
+              "prefills": args.prefills, "seconds": times, "alone_summed": round(alone, 4),
               "saved_share": round(1 - times["both"] / alone, 3),
               "saved_share_carveout": {key.rsplit("_", 1)[1]: round(1 - value / alone, 3)
                                        for key, value in times.items() if key.startswith("both_carveout")},
