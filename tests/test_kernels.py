@@ -1,6 +1,7 @@
 """generate.triton_kernels: each Triton kernel (run by Triton's interpreter on CPU tensors; conftest sets
 TRITON_INTERPRET) computes what PyTorch's ops compute, and the graphs loop with them keeps every token."""
 import copy
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -226,3 +227,37 @@ def test_prefill_row_writes_put_each_rows_own_tokens_where_left_padding_puts_the
         for a, b in ((plain.keys, written.keys), (plain.values, written.values)):
             assert b.shape == a.shape
             assert torch.equal(b[:, :, :width].masked_select(real), a[:, :, :width].masked_select(real))
+
+
+def test_prefill_runs_a_fused_phis_last_layer_for_each_rows_last_position_only(merged, tokenizer):  # noqa: F811
+    """Under the fused layers, prefill's last layer attends and runs its MLP for each row's last position only:
+    the logits are those of one masked call over the left-padded batch, the cache holds the same keys and values
+    in every real slot, and the last layer's other positions never reach the head."""
+    from transformers import StaticCache
+    from xsumtune.generate.graphs import prefill
+
+    _, input_ids, attention_mask = longest_first_batch(tokenizer, 9, 22, 7)
+    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    config = merged.config.get_text_config(decoder=True)
+    last = merged.model.layers[-1]
+    seen = []
+    hook = last.register_forward_hook(lambda module, args, out: seen.append(vars(module).get(kernels.LAST)))
+    caches, logits = [], []
+    try:
+        with torch.inference_mode():
+            for fused in (False, True):
+                cache = StaticCache(config=config, max_cache_len=input_ids.shape[1] + 4)
+                with kernels.fused_layers(merged) if fused else nullcontext():
+                    logits.append(prefill(merged, cache, input_ids, attention_mask, positions, 120, causal=fused,
+                                          row_writes=fused))
+                caches.append(cache)
+    finally:
+        hook.remove()
+    assert seen[0] is None and all(isinstance(s, torch.Tensor) for s in seen[1:]) and len(seen) > 2
+    assert kernels.LAST not in vars(last)
+    torch.testing.assert_close(logits[1], logits[0])
+    real = attention_mask.bool()[:, None, :, None]
+    width = input_ids.shape[1]
+    for plain, written in zip(caches[0].layers, caches[1].layers, strict=True):
+        for a, b in ((plain.keys, written.keys), (plain.values, written.values)):
+            torch.testing.assert_close(b[:, :, :width].masked_select(real), a[:, :, :width].masked_select(real))

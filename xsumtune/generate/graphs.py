@@ -195,7 +195,9 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
     causal=False, or a cache of other layers than StaticLayer: one masked call over the left-padded batch.
     row_writes: each row's own keys and values written by one Triton kernel (kernels.write_rows), its right
     padding nowhere, where one index_put writes every position: for decoding that reads each row's own slots
-    only (kernels.row_attention). Then the cache is not zeroed either: no slot is read before it is written."""
+    only (kernels.row_attention). Then the cache is not zeroed either: no slot is read before it is written; and
+    a fused Phi's last layer runs past its keys and values for each row's last position only
+    (kernels.last_positions_only), the one position the head reads."""
     if not causal or not all(type(layer) is StaticLayer for layer in cache.layers):
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                      past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
@@ -228,10 +230,12 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
         taken = torch.arange(len(group), device=device)
         hook = head.register_forward_pre_hook(lambda module, args: (args[0][taken, last, None],))
         try:
+            trimmed = kernels.last_positions_only(model, last) if row_writes else nullcontext()
             # a row's positions as left padding gives them, its right padding repeating the last
             own = torch.arange(cut, device=device).minimum(last[:, None])
-            out = model(input_ids=right[index, :cut], position_ids=own, past_key_values=part, use_cache=True,
-                        logits_to_keep=0).logits[:, -1]
+            with trimmed:
+                out = model(input_ids=right[index, :cut], position_ids=own, past_key_values=part, use_cache=True,
+                            logits_to_keep=0).logits[:, -1]
         finally:
             hook.remove()
         if logits is None:

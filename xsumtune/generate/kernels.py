@@ -252,11 +252,13 @@ def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
 
 
 def _phi_heads(module, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
-               attention_mask: torch.Tensor | None, past_key_values=None, qkv=None, **kwargs) -> torch.Tensor:
+               attention_mask: torch.Tensor | None, past_key_values=None, qkv=None, last=None,
+               **kwargs) -> torch.Tensor:
     """PhiAttention.forward up to its dense projection: the heads' output [batch, seq, heads, dim]. Its partial
     rotary embedding is one kernel for q and k (the first rotary_ndims dims rotated, the rest copied), where
     PyTorch slices, rotates and concatenates in a dozen kernels. qkv: q, k and v's weight and bias as one
-    (_join_qkv), for one matmul."""
+    (_join_qkv), for one matmul. last [batch]: each row's last position, of right-padded rows; only its query is
+    attended, and the output is [batch, 1, heads, dim] (every key and value still goes to the cache)."""
     cos, sin = position_embeddings
     shape = (*hidden_states.shape[:-1], -1, module.head_dim)
     if qkv is not None:
@@ -273,6 +275,12 @@ def _phi_heads(module, hidden_states: torch.Tensor, position_embeddings: tuple[t
         query, key = torch.cat((q_turned, query[..., turned:]), -1), torch.cat((k_turned, key[..., turned:]), -1)
     if past_key_values is not None:
         key, value = past_key_values.update(key, value, module.layer_idx)
+    if last is not None:  # causal attention of one query a row: the keys up to its position
+        rows = torch.arange(len(last), device=last.device)
+        mask = torch.arange(key.shape[2], device=last.device) <= last[:, None]
+        out = nn.functional.scaled_dot_product_attention(query[rows, :, last, None], key, value,
+                                                         attn_mask=mask[:, None, None], scale=module.scaling)
+        return out.transpose(1, 2)
     attend = modeling_phi.ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation,
                                                                 modeling_phi.eager_attention_forward)
     return attend(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **kwargs)[0]
@@ -305,22 +313,47 @@ def _fc1_gelu(mlp, rows: torch.Tensor) -> torch.Tensor:
 def _phi_layer(module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids=None,
                past_key_values=None, use_cache: bool = False, position_embeddings=None, **kwargs) -> torch.Tensor:
     """PhiDecoderLayer.forward (in eval: no dropout) with the residual sum in the layer's input, in place:
-    x += dense.bias + fc2.bias (as the LayerNorm reads x), x += dense(heads), x += fc2(gelu(fc1(normed)))."""
+    x += dense.bias + fc2.bias (as the LayerNorm reads x), x += dense(heads), x += fc2(gelu(fc1(normed))).
+    Under last_positions_only, every position's keys and values go to the cache, and the rest of the layer runs
+    for each row's last position only (the other positions' outputs are left as they came in)."""
     if module.training or not hidden_states.is_contiguous():
         return type(module).forward(module, hidden_states, attention_mask, position_ids, past_key_values, use_cache,
                                     position_embeddings, **kwargs)
     attention, mlp = module.self_attn, module.mlp
     rows = hidden_states.view(-1, hidden_states.shape[-1])
     normed = layer_norm_adding(module.input_layernorm, rows, getattr(module, BIAS))
+    last = getattr(module, LAST, None)
     heads = _phi_heads(attention, normed.view(hidden_states.shape), position_embeddings, attention_mask,
-                       past_key_values, qkv=getattr(attention, QKV), position_ids=position_ids, use_cache=use_cache,
-                       **kwargs)
+                       past_key_values, qkv=getattr(attention, QKV), last=last, position_ids=position_ids,
+                       use_cache=use_cache, **kwargs)
+    if last is not None:
+        taken = torch.arange(len(last), device=last.device)
+        rows, normed = hidden_states[taken, last], normed.view(hidden_states.shape)[taken, last]
     rows.addmm_(heads.reshape(rows.shape[0], -1), attention.dense.weight.t())
     rows.addmm_(_fc1_gelu(mlp, normed), mlp.fc2.weight.t())
+    if last is not None:
+        hidden_states[taken, last] = rows
     return hidden_states
 
 
-QKV, BIAS = "_xsumtune_qkv", "_xsumtune_bias"
+@contextmanager
+def last_positions_only(model, last: torch.Tensor):
+    """Inside, a prefill call over right-padded rows whose logits are taken at each row's last position (last
+    [rows]) runs its last decoder layer, if it is a fused Phi layer (_phi_layer), for those positions only past
+    writing the keys and values: nothing after that layer reads the other positions."""
+    layers = [m for m in model.modules() if type(m) is modeling_phi.PhiDecoderLayer]
+    layer = layers[-1] if layers and "forward" in vars(layers[-1]) and vars(layers[-1])["forward"].__func__ is \
+        _phi_layer else None
+    if layer is not None:
+        setattr(layer, LAST, last)
+    try:
+        yield layer is not None
+    finally:
+        if layer is not None:
+            delattr(layer, LAST)
+
+
+QKV, BIAS, LAST = "_xsumtune_qkv", "_xsumtune_bias", "_xsumtune_last"
 
 
 def _plain_phi_layer(layer) -> bool:
