@@ -112,6 +112,7 @@ def test_fused_layers_switch_a_llamas_and_a_phis_modules_and_put_them_back(group
     assert not any("forward" in vars(m) for m in grouped_model.modules())
     with kernels.fused_layers(model) as fused:  # a Phi (LoRA on its projections): its attention modules only
         assert fused == {"norms": 0, "mlps": 0, "rotary": False, "phi_attention": 2, "phi_layers": 0}
+        assert getattr(model, kernels.TRIMMED) == (None,)  # its layers are not fused: none to trim
         assert all("forward" in vars(m) for m in model.modules() if type(m) is modeling_phi.PhiAttention)
     assert not any("forward" in vars(m) for m in model.modules())
     ids = torch.randint(0, 1000, (2, 9), generator=torch.Generator().manual_seed(0))
@@ -135,13 +136,14 @@ def test_a_merged_phi_runs_its_layers_fused_with_its_modules_weights_as_views(me
         for entry in range(2):
             with kernels.fused_layers(merged) as fused:
                 assert fused["phi_layers"] == 2 and all("forward" in vars(layer) for layer in layers)
+                assert getattr(merged, kernels.TRIMMED) == (layers[-1],)  # last_positions_only's layer
                 weight, bias = getattr(layers[0].self_attn, kernels.QKV)
                 if entry == 0:
                     joined = weight.data_ptr()
                 assert weight.data_ptr() == joined and weight.shape == (3 * 64, 64) and bias.shape == (3 * 64,)
                 assert layers[0].self_attn.k_proj.weight.data_ptr() == weight[64].data_ptr()
                 torch.testing.assert_close(merged(input_ids=ids).logits, expected)
-    assert not any("forward" in vars(m) for m in merged.modules())
+    assert not any("forward" in vars(m) for m in merged.modules()) and not hasattr(merged, kernels.TRIMMED)
     for layer, weights in zip(layers, before, strict=True):
         attention = layer.self_attn
         for module, weight in zip((attention.q_proj, attention.k_proj, attention.v_proj), weights, strict=True):
@@ -253,7 +255,7 @@ def test_prefill_runs_a_fused_phis_last_layer_for_each_rows_last_position_only(m
                 caches.append(cache)
     finally:
         hook.remove()
-    assert seen[0] is None and all(isinstance(s, torch.Tensor) for s in seen[1:]) and len(seen) > 2
+    assert seen[0] is None and all(isinstance(s[1], torch.Tensor) for s in seen[1:]) and len(seen) > 2
     assert kernels.LAST not in vars(last)
     torch.testing.assert_close(logits[1], logits[0])
     real = attention_mask.bool()[:, None, :, None]

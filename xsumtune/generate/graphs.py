@@ -18,6 +18,7 @@ copies every key/value head once per query head it serves, for each step.
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
@@ -125,17 +126,18 @@ class _RolledLayer(DynamicLayer):
     cache's layer at its row and slot (a row's tokens end at the batch's width, as left padding puts them), and
     the call's attention gets the call's own keys and values back. One index_put writes every position."""
 
-    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, slots: torch.Tensor, width: int):
-        """rows [group, 1, 1]: the call's rows in the batch; slots [group, 1, cut]: each position's slot; width:
-        the left-padded batch's."""
+    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, where: torch.Tensor, width: int):
+        """rows [group, 1, 1]: the call's rows in the batch; where [group, 1, cut]: each position's slot (for
+        _RowWrittenLayer, [group]: each row's prompt length); width: the left-padded batch's."""
         super().__init__()
-        self.target, self.batch, self.rows, self.slots, self.width = target, batch, rows, slots, width
+        self.target, self.batch, self.rows, self.where, self.width = target, batch, rows, where, width
 
     def update(self, keys: torch.Tensor, values: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.target.is_initialized:
             self.allocate(keys, values)
+        heads = self.heads(keys)
         for cache, new in ((self.target.keys, keys), (self.target.values, values)):
-            self.write(cache, new)
+            self.write(cache, new, heads)
         return keys, values
 
     def allocate(self, keys: torch.Tensor, values: torch.Tensor) -> None:
@@ -143,22 +145,20 @@ class _RolledLayer(DynamicLayer):
         self.target.lazy_initialization(keys.new_empty((self.batch, keys.shape[1], 0, keys.shape[-1])),
                                         values.new_empty((self.batch, values.shape[1], 0, values.shape[-1])))
 
-    def write(self, cache: torch.Tensor, new: torch.Tensor) -> None:
-        heads = torch.arange(new.shape[1], device=new.device)[None, :, None]
+    def heads(self, keys: torch.Tensor) -> torch.Tensor | None:
+        """The index_put's head index, made once for the keys and the values."""
+        return torch.arange(keys.shape[1], device=keys.device)[None, :, None]
+
+    def write(self, cache: torch.Tensor, new: torch.Tensor, heads: torch.Tensor | None) -> None:
         if _words(cache) and _words(new):  # a head's vector as 8-byte words: a quarter of the elements to index
             cache, new = cache.view(torch.int64), new.view(torch.int64)
-        cache.index_put_((self.rows, heads, self.slots), new)
+        cache.index_put_((self.rows, heads, self.where), new)
 
 
 class _RowWrittenLayer(_RolledLayer):
     """_RolledLayer writing each row's own tokens only (kernels.write_rows), its right padding nowhere: for
     decoding that reads each row's own slots only (kernels.row_attention). Its cache is not zeroed either:
     row_attention reads only slots written before it reads them."""
-
-    def __init__(self, target: StaticLayer, batch: int, rows: torch.Tensor, lengths: torch.Tensor, width: int):
-        """lengths [group]: the rows' prompt lengths."""
-        super().__init__(target, batch, rows, None, width)
-        self.lengths = lengths
 
     def allocate(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         target = self.target
@@ -167,8 +167,11 @@ class _RowWrittenLayer(_RolledLayer):
         target.keys, target.values = (x.new_empty((self.batch, *x.shape[1:])) for x in (target.keys, target.values))
         target.batch_size = self.batch
 
-    def write(self, cache: torch.Tensor, new: torch.Tensor) -> None:
-        kernels.write_rows(cache, new, self.rows.view(-1), self.lengths, self.width)
+    def heads(self, keys: torch.Tensor) -> None:
+        return None
+
+    def write(self, cache: torch.Tensor, new: torch.Tensor, heads: None) -> None:
+        kernels.write_rows(cache, new, self.rows.view(-1), self.where, self.width)
 
 
 def _words(x: torch.Tensor) -> bool:
@@ -316,7 +319,10 @@ class _Decoder:
         self.choose(logits)
 
 
-_CAPTURE_STREAMS: dict[int, torch.cuda.Stream] = {}
+@functools.cache
+def _capture_stream(device: int) -> torch.cuda.Stream:
+    """The stream decode steps are captured on, one per device."""
+    return torch.cuda.Stream(device)
 
 
 def _capture(graph: torch.cuda.CUDAGraph, step) -> None:
@@ -324,11 +330,7 @@ def _capture(graph: torch.cuda.CUDAGraph, step) -> None:
     Unlike torch.cuda.graph, nothing waits for the GPU first and the allocator keeps its cache: the capture is
     recorded while the GPU still runs the prefill and the eager steps queued before it (warm-up enough for the
     kernels and handles the step uses), where waiting left the GPU idle for the capture's whole host time."""
-    device = torch.cuda.current_device()
-    if device not in _CAPTURE_STREAMS:
-        _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
-    stream = _CAPTURE_STREAMS[device]
-    with torch.cuda.stream(stream):
+    with torch.cuda.stream(_capture_stream(torch.cuda.current_device())):
         graph.capture_begin()
         try:
             step()

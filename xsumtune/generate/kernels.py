@@ -257,8 +257,9 @@ def _phi_heads(module, hidden_states: torch.Tensor, position_embeddings: tuple[t
     """PhiAttention.forward up to its dense projection: the heads' output [batch, seq, heads, dim]. Its partial
     rotary embedding is one kernel for q and k (the first rotary_ndims dims rotated, the rest copied), where
     PyTorch slices, rotates and concatenates in a dozen kernels. qkv: q, k and v's weight and bias as one
-    (_join_qkv), for one matmul. last [batch]: each row's last position, of right-padded rows; only its query is
-    attended, and the output is [batch, 1, heads, dim] (every key and value still goes to the cache)."""
+    (_join_qkv), for one matmul. last: (rows, positions), each row of right-padded rows and its last position
+    [batch]; only that query is attended, and the output is [batch, 1, heads, dim] (every key and value still
+    goes to the cache)."""
     cos, sin = position_embeddings
     shape = (*hidden_states.shape[:-1], -1, module.head_dim)
     if qkv is not None:
@@ -276,9 +277,9 @@ def _phi_heads(module, hidden_states: torch.Tensor, position_embeddings: tuple[t
     if past_key_values is not None:
         key, value = past_key_values.update(key, value, module.layer_idx)
     if last is not None:  # causal attention of one query a row: the keys up to its position
-        rows = torch.arange(len(last), device=last.device)
-        mask = torch.arange(key.shape[2], device=last.device) <= last[:, None]
-        out = nn.functional.scaled_dot_product_attention(query[rows, :, last, None], key, value,
+        rows, positions = last
+        mask = torch.arange(key.shape[2], device=positions.device) <= positions[:, None]
+        out = nn.functional.scaled_dot_product_attention(query[rows, :, positions, None], key, value,
                                                          attn_mask=mask[:, None, None], scale=module.scaling)
         return out.transpose(1, 2)
     attend = modeling_phi.ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation,
@@ -327,25 +328,22 @@ def _phi_layer(module, hidden_states: torch.Tensor, attention_mask: torch.Tensor
                        past_key_values, qkv=getattr(attention, QKV), last=last, position_ids=position_ids,
                        use_cache=use_cache, **kwargs)
     if last is not None:
-        taken = torch.arange(len(last), device=last.device)
-        rows, normed = hidden_states[taken, last], normed.view(hidden_states.shape)[taken, last]
+        rows, normed = hidden_states[last], normed.view(hidden_states.shape)[last]
     rows.addmm_(heads.reshape(rows.shape[0], -1), attention.dense.weight.t())
     rows.addmm_(_fc1_gelu(mlp, normed), mlp.fc2.weight.t())
     if last is not None:
-        hidden_states[taken, last] = rows
+        hidden_states[last] = rows
     return hidden_states
 
 
 @contextmanager
 def last_positions_only(model, last: torch.Tensor):
     """Inside, a prefill call over right-padded rows whose logits are taken at each row's last position (last
-    [rows]) runs its last decoder layer, if it is a fused Phi layer (_phi_layer), for those positions only past
-    writing the keys and values: nothing after that layer reads the other positions."""
-    layers = [m for m in model.modules() if type(m) is modeling_phi.PhiDecoderLayer]
-    layer = layers[-1] if layers and "forward" in vars(layers[-1]) and vars(layers[-1])["forward"].__func__ is \
-        _phi_layer else None
+    [rows]) runs its last decoder layer, if fused_layers made it a fused Phi layer (_phi_layer), for those
+    positions only past writing the keys and values: nothing after that layer reads the other positions."""
+    layer, = getattr(model, TRIMMED, (None,))
     if layer is not None:
-        setattr(layer, LAST, last)
+        setattr(layer, LAST, (torch.arange(len(last), device=last.device), last))
     try:
         yield layer is not None
     finally:
@@ -353,7 +351,7 @@ def last_positions_only(model, last: torch.Tensor):
             delattr(layer, LAST)
 
 
-QKV, BIAS, LAST = "_xsumtune_qkv", "_xsumtune_bias", "_xsumtune_last"
+QKV, BIAS, LAST, TRIMMED = "_xsumtune_qkv", "_xsumtune_bias", "_xsumtune_last", "_xsumtune_trimmed"
 
 
 def _plain_phi_layer(layer) -> bool:
@@ -415,7 +413,8 @@ def fused_layers(model):
     norms = [m for m in model.modules() if type(m) is modeling_llama.LlamaRMSNorm]
     mlps = [m for m in model.modules() if type(m) is modeling_llama.LlamaMLP and
             m.config.hidden_act in ("silu", "swish") and not m.config.mlp_bias]
-    phi_layers = [m for m in model.modules() if type(m) is modeling_phi.PhiDecoderLayer and _plain_phi_layer(m)]
+    decoder_layers = [m for m in model.modules() if type(m) is modeling_phi.PhiDecoderLayer]
+    phi_layers = [m for m in decoder_layers if _plain_phi_layer(m)]
     phi = [m for m in model.modules() if type(m) is modeling_phi.PhiAttention and not m.qk_layernorm]
     attention = any(type(m) is modeling_llama.LlamaAttention for m in model.modules())
     for modules, forward in ((norms, rms_norm), (mlps, _mlp), (phi, _phi_attention), (phi_layers, _phi_layer)):
@@ -424,6 +423,9 @@ def fused_layers(model):
     for layer in phi_layers:
         setattr(layer.self_attn, QKV, _join_qkv(layer.self_attn))
         setattr(layer, BIAS, layer.self_attn.dense.bias.float() + layer.mlp.fc2.bias.float())
+    # the layer last_positions_only trims: the model's last, if fused (kept in a tuple, not as a submodule)
+    trimmed = phi_layers[-1] if phi_layers and phi_layers[-1] is decoder_layers[-1] else None
+    setattr(model, TRIMMED, (trimmed,))
     before = modeling_llama.apply_rotary_pos_emb
     if attention:
         modeling_llama.apply_rotary_pos_emb = rotary
@@ -435,4 +437,5 @@ def fused_layers(model):
             del module.forward
         for layer in phi_layers:
             delattr(layer, BIAS)
+        delattr(model, TRIMMED)
         modeling_llama.apply_rotary_pos_emb = before
