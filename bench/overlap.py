@@ -6,12 +6,12 @@ model: a decode step is, for each layer, q/k/v's matmul, kernels.row_attention o
 slots, dense and fc2 adding into the rows, fc1 with its GELU epilogue, captured as one CUDA graph and replayed
 --steps times; a prefill is the same four matmuls over --prefill-tokens tokens for each layer. Timed alone, then
 both at once (decode on a high-priority stream, prefill on a low-priority one; and both of one priority), each
-three times: if the GPU
-overlaps them, both at once take less than the two alone. --carveout N,...: prefill alone and both at once
-again with the prefill's matmuls launched under torch._C._set_sm_carveout_experimental(N), which asks cuBLAS to
-leave N of the GPU's SMs to other kernels. --green N,...: the GPU's SMs split between two CUDA green contexts (driver API),
-N SMs for the decode steps (their graph captured on that context's stream) and the rest for the
-prefill (with cuBLAS told of the N SMs it lacks, and without): each alone on its part, then both at once.
+three times: if the GPU overlaps them, both at once take less than the two alone. --carveout N,...: prefill alone
+and both at once again with the prefill's matmuls launched under torch._C._set_sm_carveout_experimental(N), which
+asks cuBLAS to leave N of the GPU's SMs to other kernels. --green N,...: the GPU's SMs split between two CUDA
+green contexts (driver API), N SMs for the decode steps (their graph captured on that context's stream) and the
+rest for the prefill (with cuBLAS told of the N SMs it lacks, and without): each alone on its part, then both at
+once.
 
     python bench/overlap.py --name phi2
     python bench/overlap.py --name phi2-carveout --carveout 16,32,48,66
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -44,10 +45,21 @@ def layer_matmuls(layer: dict, rows: torch.Tensor, attend=None) -> None:
     rows.addmm_(torch._addmm_activation(layer["fc1_b"], rows, layer["fc1"].t(), use_gelu=True), layer["fc2"].t())
 
 
-def green_streams(first_sms: int) -> tuple[torch.cuda.Stream, torch.cuda.Stream, list[int]]:
+WAYS = {"decode": (True, False), "prefill": (False, True), "both": (True, True)}  # run()'s (decode, prefill)
+
+
+def timed(run, ways, *streams) -> dict:
+    """A prefill run first (cuBLAS picks its kernels for the carveout in force), then each way's median of three
+    runs, in seconds."""
+    run(False, True, *streams)
+    return {way: round(statistics.median(run(*WAYS[way], *streams) for _ in range(3)), 4) for way in ways}
+
+
+@contextmanager
+def green_streams(first_sms: int):
     """Streams of two CUDA green contexts over disjoint SMs of the current device, first_sms SMs and the rest
     (one split of the device's SMs through the driver API: torch's GreenContext.create takes each context's
-    SMs from the whole device, so two of them share SMs); and the two SM counts."""
+    SMs from the whole device, so two of them share SMs), and the two SM counts; both destroyed on leaving."""
     import ctypes
     torch.empty(1, device="cuda")  # the primary context current
     cuda = ctypes.CDLL("libcuda.so.1")
@@ -61,44 +73,48 @@ def green_streams(first_sms: int) -> tuple[torch.cuda.Stream, torch.cuda.Stream,
     check(cuda.cuDeviceGetDevResource(device, whole, 1), "cuDeviceGetDevResource")  # CU_DEV_RESOURCE_TYPE_SM
     check(cuda.cuDevSmResourceSplitByCount(group, ctypes.byref(ctypes.c_uint(1)), whole, rest, 0, first_sms),
           "cuDevSmResourceSplitByCount")
-    streams, counts = [], []
-    for part in (group, rest):
-        counts.append(int.from_bytes(part.raw[96:100], "little"))  # CUdevSmResource.smCount, after the type's 96 bytes
-        desc, context, stream = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
-        check(cuda.cuDevResourceGenerateDesc(ctypes.byref(desc), part, 1), "cuDevResourceGenerateDesc")
-        check(cuda.cuGreenCtxCreate(ctypes.byref(context), desc, device, 1), "cuGreenCtxCreate")  # default stream
-        check(cuda.cuGreenCtxStreamCreate(ctypes.byref(stream), context, 1, 0), "cuGreenCtxStreamCreate")  # non-blocking
-        streams.append(torch.cuda.ExternalStream(stream.value))
-    return streams[0], streams[1], counts
+    made, streams, counts = [], [], []
+    try:
+        for part in (group, rest):
+            counts.append(int.from_bytes(part.raw[96:100], "little"))  # CUdevSmResource.smCount, after 96 bytes
+            desc, context, stream = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+            check(cuda.cuDevResourceGenerateDesc(ctypes.byref(desc), part, 1), "cuDevResourceGenerateDesc")
+            check(cuda.cuGreenCtxCreate(ctypes.byref(context), desc, device, 1), "cuGreenCtxCreate")  # default stream
+            made.append((context, None))
+            check(cuda.cuGreenCtxStreamCreate(ctypes.byref(stream), context, 1, 0), "cuGreenCtxStreamCreate")
+            made[-1] = (context, stream)  # non-blocking
+            streams.append(torch.cuda.ExternalStream(stream.value))
+        yield streams[0], streams[1], counts
+    finally:
+        torch.cuda.synchronize()
+        for context, stream in made:
+            if stream is not None:
+                cuda.cuStreamDestroy_v2(stream)
+            cuda.cuGreenCtxDestroy(context)
 
 
 def green_split(count: int, decode_step, run, carveout: list) -> dict:
     """Decode steps on a green context of count SMs, prefill on one of the rest: each alone, both at once, and
     the prefill with cuBLAS's carveout at count (its persistent kernels sized to the SMs its context has)."""
     try:
-        decode_stream, prefill_stream, (decode_sms, prefill_sms) = green_streams(count)
-        with torch.cuda.stream(decode_stream):
-            decode_step()
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=decode_stream):
-            decode_step()
-        part = {"decode_sms": decode_sms, "prefill_sms": prefill_sms}
-        for cut in (None, count):
-            carveout[0] = cut
-            key = "" if cut is None else "_carveout"
-            run(False, True, decode_stream, prefill_stream, graph)
-            for way, flags in (("decode", (True, False)), ("prefill", (False, True)), ("both", (True, True))):
-                if way == "decode" and cut is not None:
-                    continue
-                part[f"{way}{key}"] = round(statistics.median(
-                    run(*flags, decode_stream, prefill_stream, graph) for _ in range(3)), 4)
-        carveout[0] = None
-        graph.reset()
-        return part
+        with green_streams(count) as (decode_stream, prefill_stream, (decode_sms, prefill_sms)):
+            with torch.cuda.stream(decode_stream):
+                decode_step()
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=decode_stream):
+                decode_step()
+            part = {"decode_sms": decode_sms, "prefill_sms": prefill_sms}
+            part.update(timed(run, WAYS, decode_stream, prefill_stream, graph))
+            carveout[0] = count
+            part.update({f"{way}_carveout": seconds for way, seconds in
+                         timed(run, ("prefill", "both"), decode_stream, prefill_stream, graph).items()})
+            graph.reset()
+            return part
     except Exception as error:  # noqa: BLE001 - recorded: what this torch or driver can't do
-        carveout[0] = None
         return {"error": f"{type(error).__name__}: {error}"}
+    finally:
+        carveout[0] = None
 
 
 def main():
@@ -178,15 +194,11 @@ def main():
         torch.cuda.synchronize()
         return start.elapsed_time(end) / 1000
 
-    times = {}
-    for way, flags in (("decode", (True, False)), ("prefill", (False, True)), ("both", (True, True)),
-                       ("both_equal_priority", (True, True, plain))):
-        times[way] = round(statistics.median(run(*flags) for _ in range(3)), 4)
+    times = timed(run, WAYS)
+    times["both_equal_priority"] = timed(run, ("both",), plain)["both"]  # decode on a stream of prefill's priority
     for count in [int(n) for n in args.carveout.split(",") if n]:
         carveout[0] = count
-        run(False, True)  # cuBLAS picks its kernels for the new target
-        for way, flags in (("prefill", (False, True)), ("both", (True, True))):
-            times[f"{way}_carveout_{count}"] = round(statistics.median(run(*flags) for _ in range(3)), 4)
+        times.update({f"{way}_carveout_{count}": seconds for way, seconds in timed(run, ("prefill", "both")).items()})
     carveout[0] = None
     green = {}
     for count in [int(n) for n in args.green.split(",") if n]:
