@@ -128,15 +128,21 @@ def commit_facts(given: str | None = None) -> dict:
 def gpu_time(events) -> tuple[float, int]:
     """(seconds of GPU kernel time, kernel launches) in a profiler's key_averages(): the events on the device,
     whose self time is the GPU's busy time."""
-    kernels = [event for event in events if event.device_type.name == "CUDA"]
+    kernels = [event for event in events if _gpu_work(event)]
     return sum(event.self_device_time_total for event in kernels) / 1e6, sum(event.count for event in kernels)
+
+
+def _gpu_work(event) -> bool:
+    """A kernel, copy or fill on the device: not a record_function range, which the profiler also records on the
+    device's timeline (spanning the work queued inside it) and marks as a user annotation."""
+    return event.device_type.name == "CUDA" and not event.is_user_annotation
 
 
 def idle_gaps(events, ranges: tuple[str, ...], top: int = 12) -> str:
     """Where the GPU sat idle in a profiler's events(): the union of kernel intervals against the span from the
     first kernel to the last, the idle time summed by the innermost of the named CPU ranges (record_function)
     holding each gap's middle ("outside" where none does), and the longest gaps with the kernels around them."""
-    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in events if e.device_type.name == "CUDA")
+    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in events if _gpu_work(e))
     spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in events
                    if e.device_type.name == "CPU" and e.name in ranges)
     if not kernels:
