@@ -1,11 +1,12 @@
-"""bench/common.idle_gaps: where the GPU sat idle, read from a profiler's event records."""
+"""bench/common.idle_gaps and gpu_time: where the GPU sat idle and how long it worked, read from a profiler's
+event records."""
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from common import idle_gaps  # noqa: E402
+from common import gpu_time, idle_gaps  # noqa: E402
 
 
 def event(kind: str, start: float, end: float, name: str, annotation: bool = False):
@@ -39,8 +40,6 @@ def test_idle_gaps_without_kernels_says_so():
 
 
 def test_gpu_time_counts_kernels_not_the_ranges_around_them():
-    from common import gpu_time
-
     averages = [SimpleNamespace(device_type=SimpleNamespace(name=kind), is_user_annotation=annotation,
                                 self_device_time_total=us, count=count)
                 for kind, annotation, us, count in (("CUDA", False, 2e6, 10), ("CUDA", False, 1e6, 5),
