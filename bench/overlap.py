@@ -80,9 +80,10 @@ def green_streams(first_sms: int):
             desc, context, stream = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
             check(cuda.cuDevResourceGenerateDesc(ctypes.byref(desc), part, 1), "cuDevResourceGenerateDesc")
             check(cuda.cuGreenCtxCreate(ctypes.byref(context), desc, device, 1), "cuGreenCtxCreate")  # default stream
-            made.append((context, None))
-            check(cuda.cuGreenCtxStreamCreate(ctypes.byref(stream), context, 1, 0), "cuGreenCtxStreamCreate")
-            made[-1] = (context, stream)  # non-blocking
+            made.append([context, None])  # destroyed on leaving even if its stream can't be made
+            check(cuda.cuGreenCtxStreamCreate(ctypes.byref(stream), context, 1, 0),  # 1: CU_STREAM_NON_BLOCKING
+                  "cuGreenCtxStreamCreate")
+            made[-1][1] = stream
             streams.append(torch.cuda.ExternalStream(stream.value))
         yield streams[0], streams[1], counts
     finally:
