@@ -31,12 +31,14 @@ def close_in_bf16(actual, expected, scale):
     assert bool(((actual.float() - expected.float()).abs() <= 2 * BF16_ULP * scale.float() + 1e-30).all())
 
 
-@pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (4, 4, 80), (4, 2, 16)])
+@pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (4, 4, 80), (4, 2, 16), (2, 2, 96)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("launch", [{}, {"BLOCK": 32, "HEADS_FIRST": True}], ids=["default", "heads-first"])
+@pytest.mark.parametrize("launch", [{}, {"BLOCK": 32, "HEADS_FIRST": True}, {"SPLIT_DIM": True}],
+                         ids=["default", "heads-first", "split-dim"])
 def test_row_attention_reads_each_rows_own_slots_only(heads, kv_heads, dim, dtype, launch):
     """Each row attends to slots first[row]..last and nothing else: garbage outside them changes nothing, under
-    the default launch and another (bench/decode_attention.py tries others)."""
+    the default launch and others (bench/decode_attention.py tries more), a head dim that is no power of two read
+    as one padded tile or as two (80 as 64 + 16, 96 as 64 + 32)."""
     torch.manual_seed(0)
     rows, slots = 5, 200
     query = torch.randn(rows, heads, 1, dim, dtype=dtype)

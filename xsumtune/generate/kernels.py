@@ -49,8 +49,10 @@ def available(device: torch.device) -> bool:
 if triton is not None:
     @triton.jit
     def _row_attention_kernel(Q, K, V, Out, First, Last, scale, sqb, sqh, skb, skh, sks, svb, svh, svs, sob, soh,
-                              GROUP: tl.constexpr, ROWS: tl.constexpr, DIM: tl.constexpr, DIM_P: tl.constexpr,
-                              BLOCK: tl.constexpr, UPCAST: tl.constexpr, HEADS_FIRST: tl.constexpr):
+                              GROUP: tl.constexpr, ROWS: tl.constexpr, DIM: tl.constexpr, D0: tl.constexpr,
+                              D1: tl.constexpr, BLOCK: tl.constexpr, UPCAST: tl.constexpr,
+                              HEADS_FIRST: tl.constexpr):
+        # a head's dims in two tiles, [0, D0) and [D0, D0 + D1) (D1 0: one), each a power of two, masked to DIM
         if HEADS_FIRST:  # the grid (kv_heads, batch): a row's heads launch together, the longest rows first
             row = tl.program_id(1)
             kv = tl.program_id(0)
@@ -60,34 +62,57 @@ if triton is not None:
         first = tl.load(First + row)
         last = tl.load(Last)
         g = tl.arange(0, ROWS)
-        d = tl.arange(0, DIM_P)
-        q_mask = (g < GROUP)[:, None] & (d < DIM)[None, :]
-        q = tl.load(Q + row * sqb + (kv * GROUP + g)[:, None] * sqh + d[None, :], mask=q_mask, other=0.0)
+        d0 = tl.arange(0, D0)
+        q_rows = (g < GROUP)[:, None]
+        q_at = Q + row * sqb + (kv * GROUP + g)[:, None] * sqh
+        q0 = tl.load(q_at + d0[None, :], mask=q_rows & (d0 < DIM)[None, :], other=0.0)
         if UPCAST:  # the interpreter's tl.dot takes bf16 bits for integers
-            q = q.to(tl.float32)
+            q0 = q0.to(tl.float32)
+        acc0 = tl.zeros([ROWS, D0], tl.float32)
+        if D1 > 0:
+            d1 = D0 + tl.arange(0, D1)
+            q1 = tl.load(q_at + d1[None, :], mask=q_rows & (d1 < DIM)[None, :], other=0.0)
+            if UPCAST:
+                q1 = q1.to(tl.float32)
+            acc1 = tl.zeros([ROWS, D1], tl.float32)
         top = tl.full([ROWS], float("-inf"), tl.float32)
         total = tl.zeros([ROWS], tl.float32)
-        acc = tl.zeros([ROWS, DIM_P], tl.float32)
         for start in range(first, last + 1, BLOCK):
             s = start + tl.arange(0, BLOCK)
             valid = s <= last
-            kv_mask = valid[:, None] & (d < DIM)[None, :]
-            k = tl.load(K + row * skb + kv * skh + s[:, None] * sks + d[None, :], mask=kv_mask, other=0.0)
+            k_at = K + row * skb + kv * skh + s[:, None] * sks
+            k0 = tl.load(k_at + d0[None, :], mask=valid[:, None] & (d0 < DIM)[None, :], other=0.0)
             if UPCAST:
-                k = k.to(tl.float32)
-            scores = tl.where(valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
+                k0 = k0.to(tl.float32)
+            dots = tl.dot(q0, tl.trans(k0))
+            if D1 > 0:
+                k1 = tl.load(k_at + d1[None, :], mask=valid[:, None] & (d1 < DIM)[None, :], other=0.0)
+                if UPCAST:
+                    k1 = k1.to(tl.float32)
+                dots += tl.dot(q1, tl.trans(k1))
+            scores = tl.where(valid[None, :], dots * scale, float("-inf"))
             new_top = tl.maximum(top, tl.max(scores, 1))
             p = tl.exp(scores - new_top[:, None])
             alpha = tl.exp(top - new_top)
-            v = tl.load(V + row * svb + kv * svh + s[:, None] * svs + d[None, :], mask=kv_mask, other=0.0)
+            v_at = V + row * svb + kv * svh + s[:, None] * svs
+            v0 = tl.load(v_at + d0[None, :], mask=valid[:, None] & (d0 < DIM)[None, :], other=0.0)
             if UPCAST:
-                v = v.to(tl.float32)
-            acc = acc * alpha[:, None] + tl.dot(p.to(V.dtype.element_ty).to(v.dtype), v)
+                v0 = v0.to(tl.float32)
+            weights = p.to(V.dtype.element_ty).to(v0.dtype)
+            acc0 = acc0 * alpha[:, None] + tl.dot(weights, v0)
+            if D1 > 0:
+                v1 = tl.load(v_at + d1[None, :], mask=valid[:, None] & (d1 < DIM)[None, :], other=0.0)
+                if UPCAST:
+                    v1 = v1.to(tl.float32)
+                acc1 = acc1 * alpha[:, None] + tl.dot(weights, v1)
             total = total * alpha + tl.sum(p, 1)
             top = new_top
-        out = acc / total[:, None]
-        tl.store(Out + row * sob + (kv * GROUP + g)[:, None] * soh + d[None, :], out.to(Out.dtype.element_ty),
-                 mask=q_mask)
+        out_at = Out + row * sob + (kv * GROUP + g)[:, None] * soh
+        tl.store(out_at + d0[None, :], (acc0 / total[:, None]).to(Out.dtype.element_ty),
+                 mask=q_rows & (d0 < DIM)[None, :])
+        if D1 > 0:
+            tl.store(out_at + d1[None, :], (acc1 / total[:, None]).to(Out.dtype.element_ty),
+                     mask=q_rows & (d1 < DIM)[None, :])
 
     @triton.jit
     def _write_rows_kernel(New, Cache, Rows, Lengths, width, snb, snh, sns, scb, sch, scs, DIM: tl.constexpr,
@@ -170,8 +195,19 @@ def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-# row_attention's launch: slots a loop step reads, warps and pipeline stages a program, and the grid's order
-ROW_ATTENTION = {"BLOCK": 64, "num_warps": 4, "num_stages": 3, "HEADS_FIRST": False}
+# row_attention's launch: slots a loop step reads, warps and pipeline stages a program, the grid's order, and
+# whether a head dim that is no power of two is read as two tiles that are (Phi-2's 80 as 64 + 16) rather than one
+# padded to the next (128, its last 48 masked)
+ROW_ATTENTION = {"BLOCK": 64, "num_warps": 4, "num_stages": 3, "HEADS_FIRST": False, "SPLIT_DIM": False}
+
+
+def _dim_tiles(dim: int, split: bool) -> tuple[int, int]:
+    """(D0, D1): a head's dims as row_attention's tiles, each a power of two of 16 or more (D1 0: one tile)."""
+    whole = max(16, _pow2(dim))
+    if not split or whole == dim or dim < 32:
+        return whole, 0
+    low = whole // 2
+    return low, max(16, _pow2(dim - low))
 
 
 def row_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, first: torch.Tensor,
@@ -186,10 +222,11 @@ def row_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, f
         raise ValueError(f"row_attention takes at most {ROWS} query heads a key/value head, unit-stride head dims")
     out = query.new_empty((batch, 1, heads, dim))
     launch = {**ROW_ATTENTION, **launch}
+    d0, d1 = _dim_tiles(dim, launch.pop("SPLIT_DIM"))
     _row_attention_kernel[(kv_heads, batch) if launch["HEADS_FIRST"] else (batch, kv_heads)](
         query, key, value, out, first, last, scale, query.stride(0), query.stride(1), key.stride(0), key.stride(1),
         key.stride(2), value.stride(0), value.stride(1), value.stride(2), out.stride(0), out.stride(2),
-        GROUP=heads // kv_heads, ROWS=ROWS, DIM=dim, DIM_P=max(16, _pow2(dim)), UPCAST=INTERPRET, **launch)
+        GROUP=heads // kv_heads, ROWS=ROWS, DIM=dim, D0=d0, D1=d1, UPCAST=INTERPRET, **launch)
     return out
 
 
