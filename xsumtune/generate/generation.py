@@ -197,49 +197,68 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
     batches = plan_batches([len(e["prompt_ids"]) for e in examples], batch_size=batch_size, copies=candidates,
                            token_budget=token_budget, max_new_tokens=max_new_tokens, sort_by_length=sort_by_length)
     with tqdm(total=len(examples), desc=desc, unit="article") as progress:
-        def read_back(indices: list[int], batch: list[dict], read) -> tuple:
-            """A launched batch's results: (indices, batch, its Generated, or None where it failed)."""
-            try:
-                if read is not None:
-                    rows = _by_prompt(read(), len(batch), candidates)
-                    return indices, batch, [_chosen(tokenizer, e, out, max_new_tokens)
-                                            for e, out in zip(batch, rows, strict=True)]
-            except torch.OutOfMemoryError:
-                raise
-            except Exception:  # noqa: BLE001 - retried one article at a time in record
-                pass
-            return indices, batch, None
-
-        def record(indices: list[int], batch: list[dict], generated: list[Generated] | None) -> None:
-            if generated is None:  # the batch failed: one article at a time, so one bad article costs only itself
-                generated = [_generate_one(model, tokenizer, e, options) for e in batch]
-            for index, result in zip(indices, generated, strict=True):
-                results[index] = result
-            if on_batch is not None:
-                on_batch(generated)
-            progress.update(len(batch))
-
-        queued = None  # the batch launched last: read back while the next one runs
+        pipeline = _Pipeline(model, tokenizer, options, candidates, results, on_batch, progress)
         for indices in batches:
-            batch, done = [examples[i] for i in indices], []
-
-            def while_running() -> None:
-                if queued is not None and not done:
-                    done.append(read_back(*queued))
-            try:
-                read = launch_batch(model, tokenizer, [e["prompt_ids"] for e in batch], while_running=while_running,
-                                    **options)
-            except torch.OutOfMemoryError:
-                raise
-            except Exception:  # noqa: BLE001 - retried one article at a time in record
-                read = None
-            while_running()  # where launching failed first, or did not call it
-            if done:
-                record(*done[0])
-            queued = indices, batch, read
-        if queued is not None:
-            record(*read_back(*queued))
+            pipeline.launch(indices, [examples[i] for i in indices])
+        pipeline.finish()
     return results
+
+
+class _Pipeline:
+    """Batches launched one after another, each read back while the next one runs: launch_batch calls
+    while_running once the next batch's work is queued, before the host first waits for the GPU. A batch whose
+    launch or read-back fails is generated again one article at a time once the next batch is launched, so one
+    bad article costs one recorded error."""
+
+    def __init__(self, model, tokenizer, options: dict, candidates: int, results: list, on_batch, progress):
+        self.model, self.tokenizer, self.options, self.candidates = model, tokenizer, options, candidates
+        self.results, self.on_batch, self.progress = results, on_batch, progress
+        self.queued = None  # (indices, batch, reader or None) of the batch launched last, not yet read back
+        self.read = None  # (indices, batch, its Generated or None) of the batch read back, not yet recorded
+
+    def launch(self, indices: list[int], batch: list[dict]) -> None:
+        try:
+            reader = launch_batch(self.model, self.tokenizer, [e["prompt_ids"] for e in batch],
+                                  while_running=self.read_queued, **self.options)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - generated again one article at a time in _record
+            reader = None
+        self.finish()  # where launching failed first, or did not call while_running
+        self.queued = indices, batch, reader
+
+    def read_queued(self) -> None:
+        if self.queued is not None:
+            (indices, batch, reader), self.queued = self.queued, None
+            self.read = indices, batch, self._read(batch, reader)
+
+    def finish(self) -> None:
+        """The batch launched last read back (if while_running has not) and recorded."""
+        self.read_queued()
+        if self.read is not None:
+            (indices, batch, generated), self.read = self.read, None
+            self._record(indices, batch, generated)
+
+    def _read(self, batch: list[dict], reader) -> list[Generated] | None:
+        try:
+            if reader is not None:
+                rows = _by_prompt(reader(), len(batch), self.candidates)
+                return [_chosen(self.tokenizer, e, out, self.options["max_new_tokens"])
+                        for e, out in zip(batch, rows, strict=True)]
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - generated again one article at a time in _record
+            pass
+        return None
+
+    def _record(self, indices: list[int], batch: list[dict], generated: list[Generated] | None) -> None:
+        if generated is None:  # the batch failed: one article at a time, so one bad article costs only itself
+            generated = [_generate_one(self.model, self.tokenizer, e, self.options) for e in batch]
+        for index, result in zip(indices, generated, strict=True):
+            self.results[index] = result
+        if self.on_batch is not None:
+            self.on_batch(generated)
+        self.progress.update(len(batch))
 
 
 def _generated(tokenizer, example: dict, new_tokens: list[int], max_new_tokens: int) -> Generated:
