@@ -17,7 +17,7 @@ over every slot. --ways rows times the Triton kernel only.
     python bench/decode_attention.py --profile smol --tokenizer models/tokenizers/smollm2 \\
         --arch models/configs/smollm2-135m
     python bench/decode_attention.py --profile phi2-random --ways rows --padding '' \
-        --row-launch 64/4/3/heads --row-launch 128/4/3/heads   # BLOCK/num_warps/num_stages/grid order
+        --row-launch 64/4/3/heads --row-launch 64/4/3/rows/split   # BLOCK/num_warps/num_stages/grid order[/split]
 """
 from __future__ import annotations
 
@@ -89,8 +89,9 @@ def main():
     parser.add_argument("--step", type=int, default=30, help="new tokens in the cache so far")
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--ways", default="sdpa,rows", help="sdpa (every backend x padding), rows (the Triton kernel)")
-    parser.add_argument("--row-launch", action="append", default=[], metavar="BLOCK/WARPS/STAGES/rows|heads",
-                        help="another launch of the Triton kernel (grid order: rows or heads first)")
+    parser.add_argument("--row-launch", action="append", default=[], metavar="BLOCK/WARPS/STAGES/rows|heads[/split]",
+                        help="another launch of the Triton kernel (grid order: rows or heads first; split: a head "
+                        "dim that is no power of two read as two tiles that are)")
     parser.add_argument("--commit")
     parser.add_argument("--name", default="")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
@@ -106,9 +107,9 @@ def main():
     paddings = [e.decode_padding, *(float(v) for v in args.padding.split(",") if v.strip())]
     launches = {"rows": {}}
     for item in args.row_launch:
-        block, warps, stages, order = item.split("/")
+        block, warps, stages, order, *split = item.split("/")
         launches[f"rows-{item}"] = {"BLOCK": int(block), "num_warps": int(warps), "num_stages": int(stages),
-                                    "HEADS_FIRST": order == "heads"}
+                                    "HEADS_FIRST": order == "heads", "SPLIT_DIM": split == ["split"]}
     ways_run = set(args.ways.split(","))
     module = _Module()
     results = []

@@ -58,12 +58,17 @@ def test_batch_composition_never_moves_a_summary_to_another_article(model, token
             assert g == reference[g.id]
 
 
-def test_failed_article_is_recorded_not_dropped(model, tokenizer, prompts):
-    broken = prompts[:3] + [{"id": "bad", "prompt_ids": [11, 60000]}]  # a token id past the embedding
-    results = generate_summaries(model, tokenizer, broken, batch_size=4, max_new_tokens=5)
-    assert [g.id for g in results] == [p["id"] for p in broken]
-    assert results[-1].error and results[-1].prediction == ""
-    assert all(g.error is None for g in results[:3])
+@pytest.mark.parametrize("cache", [{}, {"cache_implementation": "graphs"}], ids=["generate", "graphs"])
+def test_failed_article_is_recorded_not_dropped(model, tokenizer, prompts, cache):
+    """Alone in its batch, or with others; in the last batch, or in one read back after the next is launched."""
+    bad = {"id": "bad", "prompt_ids": [11, 60000]}  # a token id past the embedding
+    expected = {g.id: g for g in generate_summaries(model, tokenizer, prompts[:3], batch_size=4, max_new_tokens=5,
+                                                    **cache)}
+    for broken, batch_size in ((prompts[:3] + [bad], 4), ([bad] + prompts[:3], 2), (prompts[:2] + [bad] + prompts[2:3], 1)):
+        results = generate_summaries(model, tokenizer, broken, batch_size=batch_size, max_new_tokens=5, **cache)
+        assert [g.id for g in results] == [p["id"] for p in broken]
+        for g in results:
+            assert (g.error and g.prediction == "") if g.id == "bad" else g == expected[g.id]
 
 
 def test_decode_keeps_the_first_line_with_text_before_eos(tokenizer):
@@ -399,6 +404,30 @@ def test_dropping_finished_rows_keeps_every_token(which, model, grouped_model, t
     assert len({row.index(eos) if eos in row else 40 for row in padded}) > 4  # rows end at many steps
     sizes = list(dict.fromkeys(rows_seen))
     assert sizes[0] == len(prompts) and len(sizes) >= 2 and sizes == sorted(sizes, reverse=True)
+
+
+def test_the_graphs_loop_hands_the_host_its_wait_once_the_prefill_is_queued(model, tokenizer, prompts):
+    """while_running runs once a batch, after the prefill and before the first check of the rows (the host's
+    first wait), however many steps; generate_summaries reads the batch before back there, and each batch's
+    summaries stay its own."""
+    from xsumtune.generate.graphs import greedy_decode
+
+    input_ids, attention_mask = left_pad([p["prompt_ids"] for p in prompts[:3]], tokenizer.eos_token_id)
+    for steps in (3, 20):
+        calls, heads = [], []
+        hook = model.get_output_embeddings().register_forward_hook(lambda m, i, out: heads.append(out.shape[1]))
+        try:
+            greedy_decode(model, input_ids, attention_mask, max_new_tokens=steps, eos_token_id=tokenizer.eos_token_id,
+                          check_every=8, while_running=lambda: calls.append(len(heads)))
+        finally:
+            hook.remove()
+        assert calls == [min(steps, 8)]  # the prefill and the steps before the first check, then once only
+    read = []
+    alone = generate_summaries(model, tokenizer, prompts, batch_size=len(prompts), max_new_tokens=6,
+                               cache_implementation="graphs")
+    batched = generate_summaries(model, tokenizer, prompts, batch_size=2, max_new_tokens=6,
+                                 cache_implementation="graphs", on_batch=lambda g: read.append([x.id for x in g]))
+    assert batched == alone and sum(read, []) == [p["id"] for p in prompts] and len(read) > 2
 
 
 def test_graph_decoding_stops_at_eos_and_takes_no_option_it_would_ignore(tokenizer):

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import StaticCache, StoppingCriteria, StoppingCriteriaList
 
-from xsumtune.generate.graphs import greedy_decode
+from xsumtune.generate.graphs import greedy_decode, to_device
 from xsumtune.generate.lines import LineTables, line_done, line_tables
 from xsumtune.generate.mbr import select
 from xsumtune.generate.records import Generated
@@ -113,10 +113,22 @@ NO_CUDNN_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 
 
 @torch.inference_mode()
-def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, seed: int = 0,
-                   stop_at_line_end: bool = True, cudnn_attention: bool = True, **decoding) -> list[list[int]]:
-    """New token ids per prompt (pads after eos or the line's end included). decoding: further `generate`
-    options (num_beams, do_sample, no_repeat_ngram_size, cache_implementation, ...).
+def generate_batch(model, tokenizer, prompts: list[list[int]], **options) -> list[list[int]]:
+    """New token ids per prompt (pads after eos or the line's end included): launch_batch's, read back."""
+    return launch_batch(model, tokenizer, prompts, **options)()
+
+
+@torch.inference_mode()
+def launch_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, seed: int = 0,
+                 stop_at_line_end: bool = True, cudnn_attention: bool = True, while_running=None,
+                 **decoding) -> Callable[[], list[list[int]]]:
+    """Generates for a batch and returns a function that gives the new token ids per prompt (pads after eos or
+    the line's end included). With cache_implementation graphs, the batch's last decode steps may still be
+    queued on the GPU when this returns (the function waits for them), and while_running, if given, is called
+    once the batch's prefill is queued, before the host first waits for the GPU: host work done there (reading
+    the batch before back) overlaps the GPU's, which otherwise sits idle between batches. Other caches call it
+    first. decoding: further `generate` options (num_beams, do_sample, no_repeat_ngram_size,
+    cache_implementation, ...).
 
     stop_at_line_end: each row stops at the newline ending its first line with text (LineEnd), except
     under beam search, where a stopping criterion would end a hypothesis early and change which beam wins.
@@ -130,10 +142,15 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
         if other:
             raise ValueError(f"cache_implementation graphs decodes greedily and takes no {', '.join(sorted(other))}")
         with nullcontext() if cudnn_attention else sdpa_kernel(NO_CUDNN_ATTENTION):
-            return greedy_decode(model, input_ids.to(device), attention_mask.to(device), max_new_tokens=max_new_tokens,
-                                 eos_token_id=eos, min_new_tokens=decoding.get("min_new_tokens", 0),
-                                 line_tables=line_tables(tokenizer) if stop_at_line_end else None,
-                                 **{key: decoding.get(key) for key in GRAPHS_OPTIONS}).tolist()
+            tokens = greedy_decode(model, to_device(input_ids, device), to_device(attention_mask, device),
+                                   max_new_tokens=max_new_tokens, eos_token_id=eos,
+                                   min_new_tokens=decoding.get("min_new_tokens", 0),
+                                   line_tables=line_tables(tokenizer) if stop_at_line_end else None,
+                                   lengths=[len(prompt) for prompt in prompts], while_running=while_running,
+                                   **{key: decoding.get(key) for key in GRAPHS_OPTIONS})
+        return tokens.tolist
+    if while_running is not None:
+        while_running()
     if decoding.get("cache_implementation") == "static":
         decoding = {key: value for key, value in decoding.items() if key != "cache_implementation"}
         # Sized to this batch. generate's own static cache is as long as the longest it has made on this
@@ -155,7 +172,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
             pad_token_id=eos,
             **decoding,
         )
-    return output[:, input_ids.shape[1]:].tolist()
+    return output[:, input_ids.shape[1]:].tolist
 
 
 def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: int, max_new_tokens: int,
@@ -167,7 +184,9 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
     examples: dicts with "id" and "prompt_ids". Batches are planned by plan_batches; results are put
     back by index, so batch composition can't move a summary to another article. decoding: further
     `generate` options. A batch that fails is retried one example at a time, so one bad article
-    costs one recorded error, not its batch. on_batch, if given, receives each batch's results.
+    costs one recorded error, not its batch. Each batch is read back while the next one runs (launch_batch's
+    while_running), so on a GPU the host's reading overlaps the GPU's work. on_batch, if given, receives each
+    batch's results.
     candidates > 1: that many sequences per article (samples, or the best beams), and the prediction is
     the one that agrees most with the others (minimum Bayes risk, xsumtune/generate/mbr.py).
     """
@@ -178,22 +197,68 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
     batches = plan_batches([len(e["prompt_ids"]) for e in examples], batch_size=batch_size, copies=candidates,
                            token_budget=token_budget, max_new_tokens=max_new_tokens, sort_by_length=sort_by_length)
     with tqdm(total=len(examples), desc=desc, unit="article") as progress:
+        pipeline = _Pipeline(model, tokenizer, options, candidates, results, on_batch, progress)
         for indices in batches:
-            batch = [examples[i] for i in indices]
-            try:
-                outputs = generate_batch(model, tokenizer, [e["prompt_ids"] for e in batch], **options)
-                generated = [_chosen(tokenizer, e, rows, max_new_tokens)
-                             for e, rows in zip(batch, _by_prompt(outputs, len(batch), candidates), strict=True)]
-            except torch.OutOfMemoryError:
-                raise
-            except Exception:  # noqa: BLE001 - isolate the failing article below
-                generated = [_generate_one(model, tokenizer, e, options) for e in batch]
-            for index, result in zip(indices, generated, strict=True):
-                results[index] = result
-            if on_batch is not None:
-                on_batch(generated)
-            progress.update(len(batch))
+            pipeline.launch(indices, [examples[i] for i in indices])
+        pipeline.finish()
     return results
+
+
+class _Pipeline:
+    """Batches launched one after another, each read back while the next one runs: launch_batch calls
+    while_running once the next batch's work is queued, before the host first waits for the GPU. A batch whose
+    launch or read-back fails is generated again one article at a time once the next batch is launched, so one
+    bad article costs one recorded error."""
+
+    def __init__(self, model, tokenizer, options: dict, candidates: int, results: list, on_batch, progress):
+        self.model, self.tokenizer, self.options, self.candidates = model, tokenizer, options, candidates
+        self.results, self.on_batch, self.progress = results, on_batch, progress
+        self.queued = None  # (indices, batch, reader or None) of the batch launched last, not yet read back
+        self.read = None  # (indices, batch, its Generated or None) of the batch read back, not yet recorded
+
+    def launch(self, indices: list[int], batch: list[dict]) -> None:
+        try:
+            reader = launch_batch(self.model, self.tokenizer, [e["prompt_ids"] for e in batch],
+                                  while_running=self.read_queued, **self.options)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - generated again one article at a time in _record
+            reader = None
+        self.finish()  # where launching failed first, or did not call while_running
+        self.queued = indices, batch, reader
+
+    def read_queued(self) -> None:
+        if self.queued is not None:
+            (indices, batch, reader), self.queued = self.queued, None
+            self.read = indices, batch, self._read(batch, reader)
+
+    def finish(self) -> None:
+        """The batch launched last read back (if while_running has not) and recorded."""
+        self.read_queued()
+        if self.read is not None:
+            (indices, batch, generated), self.read = self.read, None
+            self._record(indices, batch, generated)
+
+    def _read(self, batch: list[dict], reader) -> list[Generated] | None:
+        try:
+            if reader is not None:
+                rows = _by_prompt(reader(), len(batch), self.candidates)
+                return [_chosen(self.tokenizer, e, out, self.options["max_new_tokens"])
+                        for e, out in zip(batch, rows, strict=True)]
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - generated again one article at a time in _record
+            pass
+        return None
+
+    def _record(self, indices: list[int], batch: list[dict], generated: list[Generated] | None) -> None:
+        if generated is None:  # the batch failed: one article at a time, so one bad article costs only itself
+            generated = [_generate_one(self.model, self.tokenizer, e, self.options) for e in batch]
+        for index, result in zip(indices, generated, strict=True):
+            self.results[index] = result
+        if self.on_batch is not None:
+            self.on_batch(generated)
+        self.progress.update(len(batch))
 
 
 def _generated(tokenizer, example: dict, new_tokens: list[int], max_new_tokens: int) -> Generated:

@@ -6,9 +6,10 @@
 - fused_layers: Llama's RMSNorm, rotary embedding and SiLU gate each as one kernel, where PyTorch runs five to
   eight elementwise kernels, most in float32 (over half the smol profile's prefill time); Phi's partial rotary
   embedding as one kernel for q and k, where PyTorch slices, rotates and concatenates in a dozen (a sixth of
-  the phi2 profile's prefill time). Each rounds where PyTorch's ops round (bf16 after each product and sum of
-  the rotary embedding, the normalised row before the weight, SiLU before the gate): the same values, but for
-  a sum's order and the last bit of an exp or rsqrt, so at most a bf16 tie apart.
+  the phi2 profile's prefill time); both rotate q and k in place, a Phi only its rotated dims. Each rounds
+  where PyTorch's ops round (bf16 after each product and sum of the rotary embedding, the normalised row before
+  the weight, SiLU before the gate): the same values, but for a sum's order and the last bit of an exp or
+  rsqrt, so at most a bf16 tie apart.
 - a Phi decoder layer of plain Linear modules (a merged adapter) as fewer, fuller passes over memory: q, k and v
   one matmul (their weights one tensor, the modules' own weights views into it); the tanh GELU in fc1's matmul
   (cuBLASLt's epilogue); the residual sum in place, the attention's dense and fc2 each adding into the layer's
@@ -48,8 +49,10 @@ def available(device: torch.device) -> bool:
 if triton is not None:
     @triton.jit
     def _row_attention_kernel(Q, K, V, Out, First, Last, scale, sqb, sqh, skb, skh, sks, svb, svh, svs, sob, soh,
-                              GROUP: tl.constexpr, ROWS: tl.constexpr, DIM: tl.constexpr, DIM_P: tl.constexpr,
-                              BLOCK: tl.constexpr, UPCAST: tl.constexpr, HEADS_FIRST: tl.constexpr):
+                              GROUP: tl.constexpr, ROWS: tl.constexpr, DIM: tl.constexpr, D0: tl.constexpr,
+                              D1: tl.constexpr, BLOCK: tl.constexpr, UPCAST: tl.constexpr,
+                              HEADS_FIRST: tl.constexpr):
+        # a head's dims in two tiles, [0, D0) and [D0, D0 + D1) (D1 0: one), each a power of two, masked to DIM
         if HEADS_FIRST:  # the grid (kv_heads, batch): a row's heads launch together, the longest rows first
             row = tl.program_id(1)
             kv = tl.program_id(0)
@@ -59,34 +62,57 @@ if triton is not None:
         first = tl.load(First + row)
         last = tl.load(Last)
         g = tl.arange(0, ROWS)
-        d = tl.arange(0, DIM_P)
-        q_mask = (g < GROUP)[:, None] & (d < DIM)[None, :]
-        q = tl.load(Q + row * sqb + (kv * GROUP + g)[:, None] * sqh + d[None, :], mask=q_mask, other=0.0)
+        d0 = tl.arange(0, D0)
+        q_rows = (g < GROUP)[:, None]
+        q_at = Q + row * sqb + (kv * GROUP + g)[:, None] * sqh
+        q0 = tl.load(q_at + d0[None, :], mask=q_rows & (d0 < DIM)[None, :], other=0.0)
         if UPCAST:  # the interpreter's tl.dot takes bf16 bits for integers
-            q = q.to(tl.float32)
+            q0 = q0.to(tl.float32)
+        acc0 = tl.zeros([ROWS, D0], tl.float32)
+        if D1 > 0:
+            d1 = D0 + tl.arange(0, D1)
+            q1 = tl.load(q_at + d1[None, :], mask=q_rows & (d1 < DIM)[None, :], other=0.0)
+            if UPCAST:
+                q1 = q1.to(tl.float32)
+            acc1 = tl.zeros([ROWS, D1], tl.float32)
         top = tl.full([ROWS], float("-inf"), tl.float32)
         total = tl.zeros([ROWS], tl.float32)
-        acc = tl.zeros([ROWS, DIM_P], tl.float32)
         for start in range(first, last + 1, BLOCK):
             s = start + tl.arange(0, BLOCK)
             valid = s <= last
-            kv_mask = valid[:, None] & (d < DIM)[None, :]
-            k = tl.load(K + row * skb + kv * skh + s[:, None] * sks + d[None, :], mask=kv_mask, other=0.0)
+            k_at = K + row * skb + kv * skh + s[:, None] * sks
+            k0 = tl.load(k_at + d0[None, :], mask=valid[:, None] & (d0 < DIM)[None, :], other=0.0)
             if UPCAST:
-                k = k.to(tl.float32)
-            scores = tl.where(valid[None, :], tl.dot(q, tl.trans(k)) * scale, float("-inf"))
+                k0 = k0.to(tl.float32)
+            dots = tl.dot(q0, tl.trans(k0))
+            if D1 > 0:
+                k1 = tl.load(k_at + d1[None, :], mask=valid[:, None] & (d1 < DIM)[None, :], other=0.0)
+                if UPCAST:
+                    k1 = k1.to(tl.float32)
+                dots += tl.dot(q1, tl.trans(k1))
+            scores = tl.where(valid[None, :], dots * scale, float("-inf"))
             new_top = tl.maximum(top, tl.max(scores, 1))
             p = tl.exp(scores - new_top[:, None])
             alpha = tl.exp(top - new_top)
-            v = tl.load(V + row * svb + kv * svh + s[:, None] * svs + d[None, :], mask=kv_mask, other=0.0)
+            v_at = V + row * svb + kv * svh + s[:, None] * svs
+            v0 = tl.load(v_at + d0[None, :], mask=valid[:, None] & (d0 < DIM)[None, :], other=0.0)
             if UPCAST:
-                v = v.to(tl.float32)
-            acc = acc * alpha[:, None] + tl.dot(p.to(V.dtype.element_ty).to(v.dtype), v)
+                v0 = v0.to(tl.float32)
+            weights = p.to(V.dtype.element_ty).to(v0.dtype)
+            acc0 = acc0 * alpha[:, None] + tl.dot(weights, v0)
+            if D1 > 0:
+                v1 = tl.load(v_at + d1[None, :], mask=valid[:, None] & (d1 < DIM)[None, :], other=0.0)
+                if UPCAST:
+                    v1 = v1.to(tl.float32)
+                acc1 = acc1 * alpha[:, None] + tl.dot(weights, v1)
             total = total * alpha + tl.sum(p, 1)
             top = new_top
-        out = acc / total[:, None]
-        tl.store(Out + row * sob + (kv * GROUP + g)[:, None] * soh + d[None, :], out.to(Out.dtype.element_ty),
-                 mask=q_mask)
+        out_at = Out + row * sob + (kv * GROUP + g)[:, None] * soh
+        tl.store(out_at + d0[None, :], (acc0 / total[:, None]).to(Out.dtype.element_ty),
+                 mask=q_rows & (d0 < DIM)[None, :])
+        if D1 > 0:
+            tl.store(out_at + d1[None, :], (acc1 / total[:, None]).to(Out.dtype.element_ty),
+                     mask=q_rows & (d1 < DIM)[None, :])
 
     @triton.jit
     def _write_rows_kernel(New, Cache, Rows, Lengths, width, snb, snh, sns, scb, sch, scs, DIM: tl.constexpr,
@@ -127,33 +153,32 @@ if triton is not None:
         tl.store(X + row * sx + c, (x + bias).to(X.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _rotate(X, Out, cos, sin, b, s, sxb, sxh, sxs, sob, soh, sos, HEADS: tl.constexpr, HEADS_P: tl.constexpr,
-                DIM: tl.constexpr, DIM_P: tl.constexpr, ROT: tl.constexpr):
+    def _turn(X, cos, sin, b, s, sxb, sxh, sxs, HEADS: tl.constexpr, HEADS_P: tl.constexpr, ROT: tl.constexpr,
+              ROT_P: tl.constexpr):
+        # the first ROT dims of each head of X's token (b, s) rotated in place; no other dim is read or written
         h = tl.arange(0, HEADS_P)
-        d = tl.arange(0, DIM_P)
-        turned = d < ROT  # the rotated dims; the rest are copied
+        d = tl.arange(0, ROT_P)
         other = tl.where(d < ROT // 2, d + ROT // 2, d - ROT // 2)  # rotate_half: cat(-x2, x1)
         sign = tl.where(d < ROT // 2, -1.0, 1.0)
-        mask = (h < HEADS)[:, None] & (d < DIM)[None, :]
+        mask = (h < HEADS)[:, None] & (d < ROT)[None, :]
         base = X + b * sxb + s * sxs + h[:, None] * sxh
         x = tl.load(base + d[None, :], mask=mask, other=0.0).to(tl.float32)
-        rotated = tl.load(base + other[None, :], mask=mask & turned[None, :], other=0.0).to(tl.float32) * sign[None, :]
-        dtype = Out.dtype.element_ty
-        out = ((x * cos[None, :]).to(dtype).to(tl.float32) + (rotated * sin[None, :]).to(dtype).to(tl.float32))
-        out = tl.where(turned[None, :], out, x)
-        tl.store(Out + b * sob + s * sos + h[:, None] * soh + d[None, :], out.to(dtype), mask=mask)
+        rotated = tl.load(base + other[None, :], mask=mask, other=0.0).to(tl.float32) * sign[None, :]
+        dtype = X.dtype.element_ty
+        out = (x * cos[None, :]).to(dtype).to(tl.float32) + (rotated * sin[None, :]).to(dtype).to(tl.float32)
+        tl.store(base + d[None, :], out.to(dtype), mask=mask)
 
     @triton.jit
-    def _rotary_kernel(Q, K, Cos, Sin, QO, KO, seq, sqb, sqh, sqs, skb, skh, sks, sqob, sqoh, sqos, skob, skoh, skos,
-                       scb, scs, Q_HEADS: tl.constexpr, Q_HEADS_P: tl.constexpr, K_HEADS: tl.constexpr,
-                       K_HEADS_P: tl.constexpr, DIM: tl.constexpr, DIM_P: tl.constexpr, ROT: tl.constexpr):
+    def _rotary_kernel(Q, K, Cos, Sin, seq, sqb, sqh, sqs, skb, skh, sks, scb, scs, Q_HEADS: tl.constexpr,
+                       Q_HEADS_P: tl.constexpr, K_HEADS: tl.constexpr, K_HEADS_P: tl.constexpr, ROT: tl.constexpr,
+                       ROT_P: tl.constexpr):
         b = tl.program_id(0) // seq
         s = tl.program_id(0) % seq
-        d = tl.arange(0, DIM_P)
+        d = tl.arange(0, ROT_P)
         cos = tl.load(Cos + b * scb + s * scs + d, mask=d < ROT, other=0.0).to(tl.float32)
         sin = tl.load(Sin + b * scb + s * scs + d, mask=d < ROT, other=0.0).to(tl.float32)
-        _rotate(Q, QO, cos, sin, b, s, sqb, sqh, sqs, sqob, sqoh, sqos, Q_HEADS, Q_HEADS_P, DIM, DIM_P, ROT)
-        _rotate(K, KO, cos, sin, b, s, skb, skh, sks, skob, skoh, skos, K_HEADS, K_HEADS_P, DIM, DIM_P, ROT)
+        _turn(Q, cos, sin, b, s, sqb, sqh, sqs, Q_HEADS, Q_HEADS_P, ROT, ROT_P)
+        _turn(K, cos, sin, b, s, skb, skh, sks, K_HEADS, K_HEADS_P, ROT, ROT_P)
 
     @triton.jit
     def _silu_gate_kernel(G, U, Out, n, BLOCK: tl.constexpr):
@@ -170,8 +195,19 @@ def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-# row_attention's launch: slots a loop step reads, warps and pipeline stages a program, and the grid's order
-ROW_ATTENTION = {"BLOCK": 64, "num_warps": 4, "num_stages": 3, "HEADS_FIRST": False}
+# row_attention's launch: slots a loop step reads, warps and pipeline stages a program, the grid's order, and
+# whether a head dim that is no power of two is read as two tiles that are (Phi-2's 80 as 64 + 16) rather than one
+# padded to the next (128, its last 48 masked)
+ROW_ATTENTION = {"BLOCK": 64, "num_warps": 4, "num_stages": 3, "HEADS_FIRST": False, "SPLIT_DIM": False}
+
+
+def _dim_tiles(dim: int, split: bool) -> tuple[int, int]:
+    """(D0, D1): a head's dims as row_attention's tiles, each a power of two of 16 or more (D1 0: one tile)."""
+    whole = max(16, _pow2(dim))
+    if not split or whole == dim or dim < 32:
+        return whole, 0
+    low = whole // 2
+    return low, max(16, _pow2(dim - low))
 
 
 def row_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, first: torch.Tensor,
@@ -186,10 +222,11 @@ def row_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, f
         raise ValueError(f"row_attention takes at most {ROWS} query heads a key/value head, unit-stride head dims")
     out = query.new_empty((batch, 1, heads, dim))
     launch = {**ROW_ATTENTION, **launch}
+    d0, d1 = _dim_tiles(dim, launch.pop("SPLIT_DIM"))
     _row_attention_kernel[(kv_heads, batch) if launch["HEADS_FIRST"] else (batch, kv_heads)](
         query, key, value, out, first, last, scale, query.stride(0), query.stride(1), key.stride(0), key.stride(1),
         key.stride(2), value.stride(0), value.stride(1), value.stride(2), out.stride(0), out.stride(2),
-        GROUP=heads // kv_heads, ROWS=ROWS, DIM=dim, DIM_P=max(16, _pow2(dim)), UPCAST=INTERPRET, **launch)
+        GROUP=heads // kv_heads, ROWS=ROWS, DIM=dim, D0=d0, D1=d1, UPCAST=INTERPRET, **launch)
     return out
 
 
@@ -227,28 +264,26 @@ def _rotary_fits(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
         cos.shape[0] in (1, batch) and cos.stride() == sin.stride() and cos.stride(-1) == 1
 
 
-def _rotated(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """q, k with their first cos.shape[-1] dims rotated and the rest copied, as new [batch, heads, seq, dim] tensors
-    laid out [batch, seq, heads, dim], as the projections make them: cuDNN's attention writes its output in its
-    query's layout, so the heads' output comes out [batch, seq, heads x dim] with no copy to the dense projection."""
-    batch, q_heads, seq, dim = q.shape
-    q_out, k_out = (x.new_empty((batch, seq, x.shape[1], dim)).transpose(1, 2) for x in (q, k))
-    k_heads = k.shape[1]
+def _rotate_in_place(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """q, k with their first cos.shape[-1] dims rotated in place, the rest neither read nor written (a Phi turns
+    32 of 80). They stay where the projections put them, [batch, seq, heads, dim] viewed heads first: cuDNN's
+    attention writes its output in its query's layout, so the heads' output comes out [batch, seq, heads x dim]
+    with no copy to the dense projection. Returns q, k."""
+    batch, q_heads, seq, _ = q.shape
+    k_heads, turned = k.shape[1], cos.shape[-1]
     _rotary_kernel[(batch * seq,)](
-        q, k, cos, sin, q_out, k_out, seq, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
-        k.stride(2), q_out.stride(0), q_out.stride(1), q_out.stride(2), k_out.stride(0), k_out.stride(1),
-        k_out.stride(2), cos.stride(0) if cos.shape[0] == batch else 0, cos.stride(1), Q_HEADS=q_heads,
-        Q_HEADS_P=_pow2(q_heads), K_HEADS=k_heads, K_HEADS_P=_pow2(k_heads), DIM=dim, DIM_P=_pow2(dim),
-        ROT=cos.shape[-1])
-    return q_out, k_out
+        q, k, cos, sin, seq, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        cos.stride(0) if cos.shape[0] == batch else 0, cos.stride(1), Q_HEADS=q_heads, Q_HEADS_P=_pow2(q_heads),
+        K_HEADS=k_heads, K_HEADS_P=_pow2(k_heads), ROT=turned, ROT_P=max(2, _pow2(turned)))
+    return q, k
 
 
 def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1):
     """Llama's apply_rotary_pos_emb in one kernel for q [batch, heads, seq, dim], k [batch, kv_heads, seq, dim] and
-    cos, sin [batch or 1, seq, dim] of their dtype (PyTorch's for anything else)."""
+    cos, sin [batch or 1, seq, dim] of their dtype, in place (PyTorch's, new tensors, for anything else)."""
     if unsqueeze_dim != 1 or cos.shape[-1] != q.shape[-1] or not _rotary_fits(q, k, cos, sin):
         return LLAMA_ROTARY(q, k, cos, sin, unsqueeze_dim)
-    return _rotated(q, k, cos, sin)
+    return _rotate_in_place(q, k, cos, sin)
 
 
 def _phi_heads(module, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
@@ -269,7 +304,7 @@ def _phi_heads(module, hidden_states: torch.Tensor, position_embeddings: tuple[t
         projected = (module.q_proj(hidden_states), module.k_proj(hidden_states), module.v_proj(hidden_states))
     query, key, value = (x.view(shape).transpose(1, 2) for x in projected)
     if _rotary_fits(query, key, cos, sin):
-        query, key = _rotated(query, key, cos, sin)
+        query, key = _rotate_in_place(query, key, cos, sin)
     else:  # PhiAttention's own
         turned = cos.shape[-1]
         q_turned, k_turned = modeling_phi.apply_rotary_pos_emb(query[..., :turned], key[..., :turned], cos, sin)
@@ -337,13 +372,14 @@ def _phi_layer(module, hidden_states: torch.Tensor, attention_mask: torch.Tensor
 
 
 @contextmanager
-def last_positions_only(model, last: torch.Tensor):
-    """Inside, a prefill call over right-padded rows whose logits are taken at each row's last position (last
-    [rows]) runs its last decoder layer, if fused_layers made it a fused Phi layer (_phi_layer), for those
-    positions only past writing the keys and values: nothing after that layer reads the other positions."""
+def last_positions_only(model, rows: torch.Tensor, last: torch.Tensor):
+    """Inside, a prefill call over right-padded rows whose logits are taken at each row's last position (rows
+    [rows]: 0, 1, ...; last [rows]: its position) runs its last decoder layer, if fused_layers made it a fused Phi
+    layer (_phi_layer), for those positions only past writing the keys and values: nothing after that layer
+    reads the other positions."""
     layer, = getattr(model, TRIMMED, (None,))
     if layer is not None:
-        setattr(layer, LAST, (torch.arange(len(last), device=last.device), last))
+        setattr(layer, LAST, (rows, last))
     try:
         yield layer is not None
     finally:
