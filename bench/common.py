@@ -132,6 +132,39 @@ def gpu_time(events) -> tuple[float, int]:
     return sum(event.self_device_time_total for event in kernels) / 1e6, sum(event.count for event in kernels)
 
 
+def idle_gaps(events, ranges: tuple[str, ...], top: int = 12) -> str:
+    """Where the GPU sat idle in a profiler's events(): the union of kernel intervals against the span from the
+    first kernel to the last, the idle time summed by the innermost of the named CPU ranges (record_function)
+    holding each gap's middle ("outside" where none does), and the longest gaps with the kernels around them."""
+    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in events if e.device_type.name == "CUDA")
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in events
+                   if e.device_type.name == "CPU" and e.name in ranges)
+    if not kernels:
+        return "no kernels recorded\n"
+    gaps, busy, reach, before = [], 0.0, kernels[0][0], kernels[0][2]
+    for start, end, name in kernels:
+        if start > reach:
+            gaps.append((start - reach, reach, before, name))
+        if end > reach:
+            busy += end - max(start, reach)
+            reach, before = end, name
+    where: dict[str, list[float]] = {}
+    for length, start, _, _ in gaps:
+        middle = start + length / 2
+        holder = max(((s, name) for s, e, name in spans if s <= middle <= e), default=(0, "outside"))[1]
+        where.setdefault(holder, []).append(length)
+    span = reach - kernels[0][0]
+    lines = [f"GPU busy {busy / 1e6:.3f} s of {span / 1e6:.3f} s from the first kernel to the last "
+             f"({busy / span:.1%}); idle {(span - busy) / 1e6:.3f} s in {len(gaps)} gaps"]
+    for holder, lengths in sorted(where.items(), key=lambda item: -sum(item[1])):
+        lines.append(f"  idle within {holder}: {sum(lengths) / 1e6:.3f} s in {len(lengths)} gaps "
+                     f"(longest {max(lengths) / 1e3:.2f} ms)")
+    lines.append(f"  the {top} longest gaps (ms after the first kernel, ms idle, kernel before -> after):")
+    for length, start, after, name in sorted(gaps, reverse=True)[:top]:
+        lines.append(f"    {(start - kernels[0][0]) / 1e3:10.1f} {length / 1e3:8.2f}  {after[:50]} -> {name[:50]}")
+    return "\n".join(lines) + "\n"
+
+
 def write_result(path: str | Path, result: dict, echo: bool = True) -> None:
     """result as JSON at path (its folder made); echo: printed too."""
     path = Path(path)

@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from common import ROOT, commit_facts, gpu_time, profile_config, run_facts, write_result, xsum_test_rows
+from common import ROOT, commit_facts, gpu_time, idle_gaps, profile_config, run_facts, write_result, xsum_test_rows
 from generate_throughput import equality
 from xsumtune.data.tokenization import load_tokenizer
 from xsumtune.generate import generation, graphs
@@ -219,6 +219,8 @@ def main():
             out.write(f"{args.name} at {facts['commit']}: {cache} {how}, {len(prompts)} articles, one run under "
                       f"torch.profiler: {wall:.3f} s wall, {gpu:.3f} s of GPU kernel time ({gpu / wall:.0%} busy), "
                       f"{launches} kernel launches\n")
+            if CUDA:
+                out.write(idle_gaps(profiler.events(), ("prefill", "decode", "capture", "drop finished rows")))
             for key in ("cpu_time_total", "self_cuda_time_total" if CUDA else "self_cpu_time_total"):
                 out.write(table.table(sort_by=key, row_limit=40, max_name_column_width=60) + "\n")
 
