@@ -73,24 +73,30 @@ def test_fused_llama_ops_compute_what_pytorchs_compute(dtype):
     k = torch.randn(2, 37, 3, 64, dtype=dtype).transpose(1, 2)
     angles = torch.rand(2, 37, 64) * 30
     cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
-    for actual, expected, x in zip(kernels.rotary(q, k, cos, sin), modeling_llama.apply_rotary_pos_emb(q, k, cos, sin),
-                                   (q, k), strict=True):
+    expected = modeling_llama.apply_rotary_pos_emb(q, k, cos, sin)
+    before = q.clone(), k.clone()
+    for actual, expected, x, given in zip(kernels.rotary(q, k, cos, sin), expected, before, (q, k), strict=True):
+        assert actual is given  # rotated in place
         if dtype == torch.float32:
             torch.testing.assert_close(actual, expected)
         else:
             close_in_bf16(actual, expected, x.abs() + modeling_llama.rotate_half(x).abs())
-    # Phi's partial rotary embedding: the first 32 of 80 dims rotated (as modeling_phi does), the rest copied
-    q = torch.randn(2, 37, 6, 80, dtype=dtype).transpose(1, 2)
-    k = torch.randn(2, 37, 6, 80, dtype=dtype).transpose(1, 2)
+    # Phi's partial rotary embedding: the first 32 of 80 dims rotated in place (as modeling_phi rotates them), the
+    # rest untouched; q, k and v as views of one joined projection, as a fused Phi layer makes them
+    qkv = torch.randn(2, 37, 3 * 6 * 80, dtype=dtype)
+    q, k, v = (x.view(2, 37, 6, 80).transpose(1, 2) for x in qkv.split(6 * 80, -1))
+    before = qkv.clone()
     cos, sin = cos[..., :32], sin[..., :32]
-    turned = modeling_phi.apply_rotary_pos_emb(q[..., :32], k[..., :32], cos, sin)
-    for actual, expected, x in zip(kernels._rotated(q, k, cos, sin), turned, (q, k), strict=True):
-        assert actual.shape == x.shape and actual.transpose(1, 2).is_contiguous()  # laid out as q and k come
-        assert torch.equal(actual[..., 32:], x[..., 32:])
+    given = [before[..., part * 480:(part + 1) * 480].view(2, 37, 6, 80).transpose(1, 2)[..., :32] for part in (0, 1)]
+    turned = modeling_phi.apply_rotary_pos_emb(*given, cos, sin)
+    assert all(a is b for a, b in zip(kernels._rotate_in_place(q, k, cos, sin), (q, k), strict=True))
+    heads, heads_before = qkv.view(2, 37, 18, 80), before.view(2, 37, 18, 80)
+    assert torch.equal(heads[..., 32:], heads_before[..., 32:]) and torch.equal(heads[:, :, 12:], heads_before[:, :, 12:])
+    for actual, expected, x in zip((q, k), turned, given, strict=True):
         if dtype == torch.float32:
             torch.testing.assert_close(actual[..., :32], expected)
         else:
-            close_in_bf16(actual[..., :32], expected, x[..., :32].abs() + modeling_llama.rotate_half(x[..., :32]).abs())
+            close_in_bf16(actual[..., :32], expected, x.abs() + modeling_llama.rotate_half(x).abs())
 
     gate, up = torch.randn(2, 3, 50, 1536, dtype=dtype) * 3
     expected = silu(gate) * up

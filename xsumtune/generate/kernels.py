@@ -6,7 +6,7 @@
 - fused_layers: Llama's RMSNorm, rotary embedding and SiLU gate each as one kernel, where PyTorch runs five to
   eight elementwise kernels, most in float32 (over half the smol profile's prefill time); Phi's partial rotary
   embedding as one kernel for q and k, where PyTorch slices, rotates and concatenates in a dozen (a sixth of
-  the phi2 profile's prefill time). Each rounds where PyTorch's ops round (bf16 after each product and sum of
+  the phi2 profile's prefill time); both rotate q and k in place, a Phi only its rotated dims. Each rounds where PyTorch's ops round (bf16 after each product and sum of
   the rotary embedding, the normalised row before the weight, SiLU before the gate): the same values, but for
   a sum's order and the last bit of an exp or rsqrt, so at most a bf16 tie apart.
 - a Phi decoder layer of plain Linear modules (a merged adapter) as fewer, fuller passes over memory: q, k and v
@@ -127,33 +127,32 @@ if triton is not None:
         tl.store(X + row * sx + c, (x + bias).to(X.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _rotate(X, Out, cos, sin, b, s, sxb, sxh, sxs, sob, soh, sos, HEADS: tl.constexpr, HEADS_P: tl.constexpr,
-                DIM: tl.constexpr, DIM_P: tl.constexpr, ROT: tl.constexpr):
+    def _turn(X, cos, sin, b, s, sxb, sxh, sxs, HEADS: tl.constexpr, HEADS_P: tl.constexpr, ROT: tl.constexpr,
+              ROT_P: tl.constexpr):
+        # the first ROT dims of each head of X's token (b, s) rotated in place; no other dim is read or written
         h = tl.arange(0, HEADS_P)
-        d = tl.arange(0, DIM_P)
-        turned = d < ROT  # the rotated dims; the rest are copied
+        d = tl.arange(0, ROT_P)
         other = tl.where(d < ROT // 2, d + ROT // 2, d - ROT // 2)  # rotate_half: cat(-x2, x1)
         sign = tl.where(d < ROT // 2, -1.0, 1.0)
-        mask = (h < HEADS)[:, None] & (d < DIM)[None, :]
+        mask = (h < HEADS)[:, None] & (d < ROT)[None, :]
         base = X + b * sxb + s * sxs + h[:, None] * sxh
         x = tl.load(base + d[None, :], mask=mask, other=0.0).to(tl.float32)
-        rotated = tl.load(base + other[None, :], mask=mask & turned[None, :], other=0.0).to(tl.float32) * sign[None, :]
-        dtype = Out.dtype.element_ty
-        out = ((x * cos[None, :]).to(dtype).to(tl.float32) + (rotated * sin[None, :]).to(dtype).to(tl.float32))
-        out = tl.where(turned[None, :], out, x)
-        tl.store(Out + b * sob + s * sos + h[:, None] * soh + d[None, :], out.to(dtype), mask=mask)
+        rotated = tl.load(base + other[None, :], mask=mask, other=0.0).to(tl.float32) * sign[None, :]
+        dtype = X.dtype.element_ty
+        out = (x * cos[None, :]).to(dtype).to(tl.float32) + (rotated * sin[None, :]).to(dtype).to(tl.float32)
+        tl.store(base + d[None, :], out.to(dtype), mask=mask)
 
     @triton.jit
-    def _rotary_kernel(Q, K, Cos, Sin, QO, KO, seq, sqb, sqh, sqs, skb, skh, sks, sqob, sqoh, sqos, skob, skoh, skos,
-                       scb, scs, Q_HEADS: tl.constexpr, Q_HEADS_P: tl.constexpr, K_HEADS: tl.constexpr,
-                       K_HEADS_P: tl.constexpr, DIM: tl.constexpr, DIM_P: tl.constexpr, ROT: tl.constexpr):
+    def _rotary_kernel(Q, K, Cos, Sin, seq, sqb, sqh, sqs, skb, skh, sks, scb, scs, Q_HEADS: tl.constexpr,
+                       Q_HEADS_P: tl.constexpr, K_HEADS: tl.constexpr, K_HEADS_P: tl.constexpr, ROT: tl.constexpr,
+                       ROT_P: tl.constexpr):
         b = tl.program_id(0) // seq
         s = tl.program_id(0) % seq
-        d = tl.arange(0, DIM_P)
+        d = tl.arange(0, ROT_P)
         cos = tl.load(Cos + b * scb + s * scs + d, mask=d < ROT, other=0.0).to(tl.float32)
         sin = tl.load(Sin + b * scb + s * scs + d, mask=d < ROT, other=0.0).to(tl.float32)
-        _rotate(Q, QO, cos, sin, b, s, sqb, sqh, sqs, sqob, sqoh, sqos, Q_HEADS, Q_HEADS_P, DIM, DIM_P, ROT)
-        _rotate(K, KO, cos, sin, b, s, skb, skh, sks, skob, skoh, skos, K_HEADS, K_HEADS_P, DIM, DIM_P, ROT)
+        _turn(Q, cos, sin, b, s, sqb, sqh, sqs, Q_HEADS, Q_HEADS_P, ROT, ROT_P)
+        _turn(K, cos, sin, b, s, skb, skh, sks, K_HEADS, K_HEADS_P, ROT, ROT_P)
 
     @triton.jit
     def _silu_gate_kernel(G, U, Out, n, BLOCK: tl.constexpr):
@@ -227,28 +226,26 @@ def _rotary_fits(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
         cos.shape[0] in (1, batch) and cos.stride() == sin.stride() and cos.stride(-1) == 1
 
 
-def _rotated(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """q, k with their first cos.shape[-1] dims rotated and the rest copied, as new [batch, heads, seq, dim] tensors
-    laid out [batch, seq, heads, dim], as the projections make them: cuDNN's attention writes its output in its
-    query's layout, so the heads' output comes out [batch, seq, heads x dim] with no copy to the dense projection."""
-    batch, q_heads, seq, dim = q.shape
-    q_out, k_out = (x.new_empty((batch, seq, x.shape[1], dim)).transpose(1, 2) for x in (q, k))
-    k_heads = k.shape[1]
+def _rotate_in_place(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """q, k with their first cos.shape[-1] dims rotated in place, the rest neither read nor written (a Phi turns
+    32 of 80). They stay where the projections put them, [batch, seq, heads, dim] viewed heads first: cuDNN's
+    attention writes its output in its query's layout, so the heads' output comes out [batch, seq, heads x dim]
+    with no copy to the dense projection. Returns q, k."""
+    batch, q_heads, seq, _ = q.shape
+    k_heads, turned = k.shape[1], cos.shape[-1]
     _rotary_kernel[(batch * seq,)](
-        q, k, cos, sin, q_out, k_out, seq, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
-        k.stride(2), q_out.stride(0), q_out.stride(1), q_out.stride(2), k_out.stride(0), k_out.stride(1),
-        k_out.stride(2), cos.stride(0) if cos.shape[0] == batch else 0, cos.stride(1), Q_HEADS=q_heads,
-        Q_HEADS_P=_pow2(q_heads), K_HEADS=k_heads, K_HEADS_P=_pow2(k_heads), DIM=dim, DIM_P=_pow2(dim),
-        ROT=cos.shape[-1])
-    return q_out, k_out
+        q, k, cos, sin, seq, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        cos.stride(0) if cos.shape[0] == batch else 0, cos.stride(1), Q_HEADS=q_heads, Q_HEADS_P=_pow2(q_heads),
+        K_HEADS=k_heads, K_HEADS_P=_pow2(k_heads), ROT=turned, ROT_P=max(2, _pow2(turned)))
+    return q, k
 
 
 def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1):
     """Llama's apply_rotary_pos_emb in one kernel for q [batch, heads, seq, dim], k [batch, kv_heads, seq, dim] and
-    cos, sin [batch or 1, seq, dim] of their dtype (PyTorch's for anything else)."""
+    cos, sin [batch or 1, seq, dim] of their dtype, in place (PyTorch's, new tensors, for anything else)."""
     if unsqueeze_dim != 1 or cos.shape[-1] != q.shape[-1] or not _rotary_fits(q, k, cos, sin):
         return LLAMA_ROTARY(q, k, cos, sin, unsqueeze_dim)
-    return _rotated(q, k, cos, sin)
+    return _rotate_in_place(q, k, cos, sin)
 
 
 def _phi_heads(module, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
@@ -269,7 +266,7 @@ def _phi_heads(module, hidden_states: torch.Tensor, position_embeddings: tuple[t
         projected = (module.q_proj(hidden_states), module.k_proj(hidden_states), module.v_proj(hidden_states))
     query, key, value = (x.view(shape).transpose(1, 2) for x in projected)
     if _rotary_fits(query, key, cos, sin):
-        query, key = _rotated(query, key, cos, sin)
+        query, key = _rotate_in_place(query, key, cos, sin)
     else:  # PhiAttention's own
         turned = cos.shape[-1]
         q_turned, k_turned = modeling_phi.apply_rotary_pos_emb(query[..., :turned], key[..., :turned], cos, sin)
