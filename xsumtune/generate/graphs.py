@@ -135,9 +135,7 @@ class _RolledLayer(DynamicLayer):
     def update(self, keys: torch.Tensor, values: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.target.is_initialized:
             self.allocate(keys, values)
-        heads = self.heads(keys)
-        for cache, new in ((self.target.keys, keys), (self.target.values, values)):
-            self.write(cache, new, heads)
+        self.write(keys, values)
         return keys, values
 
     def allocate(self, keys: torch.Tensor, values: torch.Tensor) -> None:
@@ -145,14 +143,12 @@ class _RolledLayer(DynamicLayer):
         self.target.lazy_initialization(keys.new_empty((self.batch, keys.shape[1], 0, keys.shape[-1])),
                                         values.new_empty((self.batch, values.shape[1], 0, values.shape[-1])))
 
-    def heads(self, keys: torch.Tensor) -> torch.Tensor | None:
-        """The index_put's head index, made once for the keys and the values."""
-        return torch.arange(keys.shape[1], device=keys.device)[None, :, None]
-
-    def write(self, cache: torch.Tensor, new: torch.Tensor, heads: torch.Tensor | None) -> None:
-        if _words(cache) and _words(new):  # a head's vector as 8-byte words: a quarter of the elements to index
-            cache, new = cache.view(torch.int64), new.view(torch.int64)
-        cache.index_put_((self.rows, heads, self.where), new)
+    def write(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        heads = torch.arange(keys.shape[1], device=keys.device)[None, :, None]  # the index_put's, made once
+        for cache, new in ((self.target.keys, keys), (self.target.values, values)):
+            if _words(cache) and _words(new):  # a head's vector as 8-byte words: a quarter of the elements to index
+                cache, new = cache.view(torch.int64), new.view(torch.int64)
+            cache.index_put_((self.rows, heads, self.where), new)
 
 
 class _RowWrittenLayer(_RolledLayer):
@@ -167,11 +163,9 @@ class _RowWrittenLayer(_RolledLayer):
         target.keys, target.values = (x.new_empty((self.batch, *x.shape[1:])) for x in (target.keys, target.values))
         target.batch_size = self.batch
 
-    def heads(self, keys: torch.Tensor) -> None:
-        return None
-
-    def write(self, cache: torch.Tensor, new: torch.Tensor, heads: None) -> None:
-        kernels.write_rows(cache, new, self.rows.view(-1), self.where, self.width)
+    def write(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        for cache, new in ((self.target.keys, keys), (self.target.values, values)):
+            kernels.write_rows(cache, new, self.rows.view(-1), self.where, self.width)
 
 
 def _words(x: torch.Tensor) -> bool:
@@ -233,7 +227,7 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
         taken = torch.arange(len(group), device=device)
         hook = head.register_forward_pre_hook(lambda module, args: (args[0][taken, last, None],))
         try:
-            trimmed = kernels.last_positions_only(model, last) if row_writes else nullcontext()
+            trimmed = kernels.last_positions_only(model, taken, last) if row_writes else nullcontext()
             # a row's positions as left padding gives them, its right padding repeating the last
             own = torch.arange(cut, device=device).minimum(last[:, None])
             with trimmed:

@@ -334,13 +334,14 @@ def _phi_layer(module, hidden_states: torch.Tensor, attention_mask: torch.Tensor
 
 
 @contextmanager
-def last_positions_only(model, last: torch.Tensor):
-    """Inside, a prefill call over right-padded rows whose logits are taken at each row's last position (last
-    [rows]) runs its last decoder layer, if fused_layers made it a fused Phi layer (_phi_layer), for those
-    positions only past writing the keys and values: nothing after that layer reads the other positions."""
+def last_positions_only(model, rows: torch.Tensor, last: torch.Tensor):
+    """Inside, a prefill call over right-padded rows whose logits are taken at each row's last position (rows
+    [rows]: 0, 1, ...; last [rows]: its position) runs its last decoder layer, if fused_layers made it a fused Phi
+    layer (_phi_layer), for those positions only past writing the keys and values: nothing after that layer
+    reads the other positions."""
     layer, = getattr(model, TRIMMED, (None,))
     if layer is not None:
-        setattr(layer, LAST, (torch.arange(len(last), device=last.device), last))
+        setattr(layer, LAST, (rows, last))
     try:
         yield layer is not None
     finally:
