@@ -58,12 +58,17 @@ def test_batch_composition_never_moves_a_summary_to_another_article(model, token
             assert g == reference[g.id]
 
 
-def test_failed_article_is_recorded_not_dropped(model, tokenizer, prompts):
-    broken = prompts[:3] + [{"id": "bad", "prompt_ids": [11, 60000]}]  # a token id past the embedding
-    results = generate_summaries(model, tokenizer, broken, batch_size=4, max_new_tokens=5)
-    assert [g.id for g in results] == [p["id"] for p in broken]
-    assert results[-1].error and results[-1].prediction == ""
-    assert all(g.error is None for g in results[:3])
+@pytest.mark.parametrize("cache", [{}, {"cache_implementation": "graphs"}], ids=["generate", "graphs"])
+def test_failed_article_is_recorded_not_dropped(model, tokenizer, prompts, cache):
+    """Alone in its batch, or with others; in the last batch, or in one read back after the next is launched."""
+    bad = {"id": "bad", "prompt_ids": [11, 60000]}  # a token id past the embedding
+    expected = {g.id: g for g in generate_summaries(model, tokenizer, prompts[:3], batch_size=4, max_new_tokens=5,
+                                                    **cache)}
+    for broken, batch_size in ((prompts[:3] + [bad], 4), ([bad] + prompts[:3], 2), (prompts[:2] + [bad] + prompts[2:3], 1)):
+        results = generate_summaries(model, tokenizer, broken, batch_size=batch_size, max_new_tokens=5, **cache)
+        assert [g.id for g in results] == [p["id"] for p in broken]
+        for g in results:
+            assert (g.error and g.prediction == "") if g.id == "bad" else g == expected[g.id]
 
 
 def test_decode_keeps_the_first_line_with_text_before_eos(tokenizer):

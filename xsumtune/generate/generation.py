@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import StaticCache, StoppingCriteria, StoppingCriteriaList
 
-from xsumtune.generate.graphs import greedy_decode
+from xsumtune.generate.graphs import greedy_decode, to_device
 from xsumtune.generate.lines import LineTables, line_done, line_tables
 from xsumtune.generate.mbr import select
 from xsumtune.generate.records import Generated
@@ -113,10 +113,20 @@ NO_CUDNN_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 
 
 @torch.inference_mode()
-def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, seed: int = 0,
-                   stop_at_line_end: bool = True, cudnn_attention: bool = True, **decoding) -> list[list[int]]:
-    """New token ids per prompt (pads after eos or the line's end included). decoding: further `generate`
-    options (num_beams, do_sample, no_repeat_ngram_size, cache_implementation, ...).
+def generate_batch(model, tokenizer, prompts: list[list[int]], **options) -> list[list[int]]:
+    """New token ids per prompt (pads after eos or the line's end included): launch_batch's, read back."""
+    return launch_batch(model, tokenizer, prompts, **options)()
+
+
+@torch.inference_mode()
+def launch_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, seed: int = 0,
+                 stop_at_line_end: bool = True, cudnn_attention: bool = True,
+                 **decoding) -> Callable[[], list[list[int]]]:
+    """Generates for a batch and returns a function that gives the new token ids per prompt (pads after eos or
+    the line's end included). With cache_implementation graphs, the batch's last decode steps may still be
+    queued on the GPU when this returns: the function waits for them, so the host can queue the next batch
+    first (the GPU need not sit idle while the host reads one batch back and prepares the next). decoding:
+    further `generate` options (num_beams, do_sample, no_repeat_ngram_size, cache_implementation, ...).
 
     stop_at_line_end: each row stops at the newline ending its first line with text (LineEnd), except
     under beam search, where a stopping criterion would end a hypothesis early and change which beam wins.
@@ -130,10 +140,13 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
         if other:
             raise ValueError(f"cache_implementation graphs decodes greedily and takes no {', '.join(sorted(other))}")
         with nullcontext() if cudnn_attention else sdpa_kernel(NO_CUDNN_ATTENTION):
-            return greedy_decode(model, input_ids.to(device), attention_mask.to(device), max_new_tokens=max_new_tokens,
-                                 eos_token_id=eos, min_new_tokens=decoding.get("min_new_tokens", 0),
-                                 line_tables=line_tables(tokenizer) if stop_at_line_end else None,
-                                 **{key: decoding.get(key) for key in GRAPHS_OPTIONS}).tolist()
+            tokens = greedy_decode(model, to_device(input_ids, device), to_device(attention_mask, device),
+                                   max_new_tokens=max_new_tokens, eos_token_id=eos,
+                                   min_new_tokens=decoding.get("min_new_tokens", 0),
+                                   line_tables=line_tables(tokenizer) if stop_at_line_end else None,
+                                   lengths=[len(prompt) for prompt in prompts],
+                                   **{key: decoding.get(key) for key in GRAPHS_OPTIONS})
+        return tokens.tolist
     if decoding.get("cache_implementation") == "static":
         decoding = {key: value for key, value in decoding.items() if key != "cache_implementation"}
         # Sized to this batch. generate's own static cache is as long as the longest it has made on this
@@ -155,7 +168,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
             pad_token_id=eos,
             **decoding,
         )
-    return output[:, input_ids.shape[1]:].tolist()
+    return output[:, input_ids.shape[1]:].tolist
 
 
 def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: int, max_new_tokens: int,
@@ -167,7 +180,8 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
     examples: dicts with "id" and "prompt_ids". Batches are planned by plan_batches; results are put
     back by index, so batch composition can't move a summary to another article. decoding: further
     `generate` options. A batch that fails is retried one example at a time, so one bad article
-    costs one recorded error, not its batch. on_batch, if given, receives each batch's results.
+    costs one recorded error, not its batch. Each batch is read back once the next one is launched
+    (launch_batch), so on a GPU the host reads one batch while the next one runs. on_batch, if given, receives each batch's results.
     candidates > 1: that many sequences per article (samples, or the best beams), and the prediction is
     the one that agrees most with the others (minimum Bayes risk, xsumtune/generate/mbr.py).
     """
@@ -178,12 +192,13 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
     batches = plan_batches([len(e["prompt_ids"]) for e in examples], batch_size=batch_size, copies=candidates,
                            token_budget=token_budget, max_new_tokens=max_new_tokens, sort_by_length=sort_by_length)
     with tqdm(total=len(examples), desc=desc, unit="article") as progress:
-        for indices in batches:
-            batch = [examples[i] for i in indices]
+        def finish(indices: list[int], batch: list[dict], read) -> None:
+            """A batch's results, read back; a batch that failed (read None) or fails here, one at a time."""
             try:
-                outputs = generate_batch(model, tokenizer, [e["prompt_ids"] for e in batch], **options)
+                if read is None:
+                    raise RuntimeError("the batch failed")
                 generated = [_chosen(tokenizer, e, rows, max_new_tokens)
-                             for e, rows in zip(batch, _by_prompt(outputs, len(batch), candidates), strict=True)]
+                             for e, rows in zip(batch, _by_prompt(read(), len(batch), candidates), strict=True)]
             except torch.OutOfMemoryError:
                 raise
             except Exception:  # noqa: BLE001 - isolate the failing article below
@@ -193,6 +208,21 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
             if on_batch is not None:
                 on_batch(generated)
             progress.update(len(batch))
+
+        queued = None  # the batch launched last, read back once the next one is launched
+        for indices in batches:
+            batch = [examples[i] for i in indices]
+            try:
+                read = launch_batch(model, tokenizer, [e["prompt_ids"] for e in batch], **options)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception:  # noqa: BLE001 - retried one article at a time once the batch before is read
+                read = None
+            if queued is not None:
+                finish(*queued)
+            queued = indices, batch, read
+        if queued is not None:
+            finish(*queued)
     return results
 
 

@@ -44,6 +44,14 @@ class DecodeGroup(NamedTuple):
     first_slot: int
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """tensor copied to device; to a GPU from pinned memory, so the host does not wait for the GPU to finish what
+    is queued (a copy from pageable memory does)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def decode_groups(lengths: list[int], padding: float, min_rows: int = 16) -> list[DecodeGroup]:
     """A left-padded batch's rows (prompt lengths, in order) in runs for decode attention, each reading the
     cache from its longest prompt's first slot on: a run ends before a row whose prompt is shorter than
@@ -202,7 +210,7 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
         lengths = attention_mask.sum(-1).tolist()  # read to the host to cut and group
     rows, width = input_ids.shape
     device = input_ids.device
-    length = torch.tensor(lengths, device=device)
+    length = to_device(torch.tensor(lengths), device)
     # position j of a right-padded row is slot (j + its padding) % width of the left-padded one; a right pad
     # lands in the left padding, which is masked, or read by no row
     slots = (torch.arange(width, device=device) + (width - length)[:, None]) % width
@@ -210,8 +218,7 @@ def prefill(model, cache: StaticCache, input_ids: torch.Tensor, attention_mask: 
     head = model.get_output_embeddings()
     logits = None
     groups = prefill_groups(lengths, prefill_tokens)
-    # every group's rows copied at once: a copy from the host waits for the GPU to finish what is queued
-    order = torch.tensor([row for group in groups for row in group], device=device)
+    order = to_device(torch.tensor([row for group in groups for row in group]), device)
     start = 0
     for group in groups:
         index = order[start:start + len(group)]
@@ -263,7 +270,7 @@ class _Decoder:
         self.slot = torch.full((1,), width - 1, dtype=torch.long, device=device)  # the cache slot written last
         self.mask = torch.zeros((rows, 1, 1, width + max_new_tokens), dtype=torch.bool, device=device)
         self.mask[:, 0, 0, :width] = attention_mask.bool()
-        self.line = None if line_tables is None else line_tables.to(device)
+        self.line = None if line_tables is None else LineTables(*(to_device(table, device) for table in line_tables))
         self.groups = groups  # decode attention's runs of rows (decode_groups), or None: every row reads every slot
         if row_attention:  # each row's first slot (its prompt's first token), for kernels.row_attention
             self.first = width - attention_mask.sum(-1)
@@ -362,7 +369,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                   eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
                   check_every: int = 8, warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32,
                   prefill_tokens: int | None = None, decode_padding: float | None = None,
-                  triton_kernels: bool = False) -> torch.Tensor:
+                  triton_kernels: bool = False, lengths: list[int] | None = None) -> torch.Tensor:
     """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tables,
     its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
 
@@ -373,7 +380,10 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     rows of similar prompt length (decode_groups), each reading the cache from its own longest prompt on;
     None: every row reads every slot. triton_kernels: where Triton runs (xsumtune/generate/kernels.py), decode
     attention reads each row's own slots only, and a Llama's RMSNorm, rotary embedding and SiLU gate and Phi's
-    partial rotary embedding run fused (decode_padding then has no use)."""
+    partial rotary embedding run fused (decode_padding then has no use). lengths: the prompts' lengths
+    (attention_mask's row sums) where the caller knows them, so the host need not wait for the GPU to read
+    them: then nothing here waits for the GPU before the first decode steps are queued, and the last steps may
+    still be queued when this returns (reading the tokens back waits for them)."""
     fused = triton_kernels and kernels.available(input_ids.device)
     if fused:  # row attention reads each row's own slots: no runs of rows to plan
         decode_padding = None
@@ -386,7 +396,8 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         positions = attention_mask.long().cumsum(-1) - 1  # as generate's _prepare_position_ids_for_generation
         positions = positions.masked_fill(attention_mask == 0, 0)
         with record_function("prefill"):
-            lengths = attention_mask.sum(-1).tolist()  # read to the host once, for prefill and decode attention's runs
+            if lengths is None:  # read to the host once, for prefill and decode attention's runs
+                lengths = attention_mask.sum(-1).tolist()
             logits = prefill(model, cache, input_ids, attention_mask, positions, prefill_tokens, lengths,
                              row_writes=fused)
             decoder = _Decoder(model, cache, input_ids, attention_mask, positions, max_new_tokens=max_new_tokens,
