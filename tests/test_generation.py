@@ -406,6 +406,30 @@ def test_dropping_finished_rows_keeps_every_token(which, model, grouped_model, t
     assert sizes[0] == len(prompts) and len(sizes) >= 2 and sizes == sorted(sizes, reverse=True)
 
 
+def test_the_graphs_loop_hands_the_host_its_wait_once_the_prefill_is_queued(model, tokenizer, prompts):
+    """while_running runs once a batch, after the prefill and before the first check of the rows (the host's
+    first wait), however many steps; generate_summaries reads the batch before back there, and each batch's
+    summaries stay its own."""
+    from xsumtune.generate.graphs import greedy_decode
+
+    input_ids, attention_mask = left_pad([p["prompt_ids"] for p in prompts[:3]], tokenizer.eos_token_id)
+    for steps in (3, 20):
+        calls, heads = [], []
+        hook = model.get_output_embeddings().register_forward_hook(lambda m, i, out: heads.append(out.shape[1]))
+        try:
+            greedy_decode(model, input_ids, attention_mask, max_new_tokens=steps, eos_token_id=tokenizer.eos_token_id,
+                          check_every=8, while_running=lambda: calls.append(len(heads)))
+        finally:
+            hook.remove()
+        assert calls == [min(steps, 8)]  # the prefill and the steps before the first check, then once only
+    read = []
+    alone = generate_summaries(model, tokenizer, prompts, batch_size=len(prompts), max_new_tokens=6,
+                               cache_implementation="graphs")
+    batched = generate_summaries(model, tokenizer, prompts, batch_size=2, max_new_tokens=6,
+                                 cache_implementation="graphs", on_batch=lambda g: read.append([x.id for x in g]))
+    assert batched == alone and sum(read, []) == [p["id"] for p in prompts] and len(read) > 2
+
+
 def test_graph_decoding_stops_at_eos_and_takes_no_option_it_would_ignore(tokenizer):
     from conftest import tiny_random_model
 

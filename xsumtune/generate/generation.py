@@ -120,13 +120,15 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], **options) -> lis
 
 @torch.inference_mode()
 def launch_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, seed: int = 0,
-                 stop_at_line_end: bool = True, cudnn_attention: bool = True,
+                 stop_at_line_end: bool = True, cudnn_attention: bool = True, while_running=None,
                  **decoding) -> Callable[[], list[list[int]]]:
     """Generates for a batch and returns a function that gives the new token ids per prompt (pads after eos or
     the line's end included). With cache_implementation graphs, the batch's last decode steps may still be
-    queued on the GPU when this returns: the function waits for them, so the host can queue the next batch
-    first (the GPU need not sit idle while the host reads one batch back and prepares the next). decoding:
-    further `generate` options (num_beams, do_sample, no_repeat_ngram_size, cache_implementation, ...).
+    queued on the GPU when this returns (the function waits for them), and while_running, if given, is called
+    once the batch's prefill is queued, before the host first waits for the GPU: host work done there (reading
+    the batch before back) overlaps the GPU's, which otherwise sits idle between batches. Other caches call it
+    first. decoding: further `generate` options (num_beams, do_sample, no_repeat_ngram_size,
+    cache_implementation, ...).
 
     stop_at_line_end: each row stops at the newline ending its first line with text (LineEnd), except
     under beam search, where a stopping criterion would end a hypothesis early and change which beam wins.
@@ -144,9 +146,11 @@ def launch_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: 
                                    max_new_tokens=max_new_tokens, eos_token_id=eos,
                                    min_new_tokens=decoding.get("min_new_tokens", 0),
                                    line_tables=line_tables(tokenizer) if stop_at_line_end else None,
-                                   lengths=[len(prompt) for prompt in prompts],
+                                   lengths=[len(prompt) for prompt in prompts], while_running=while_running,
                                    **{key: decoding.get(key) for key in GRAPHS_OPTIONS})
         return tokens.tolist
+    if while_running is not None:
+        while_running()
     if decoding.get("cache_implementation") == "static":
         decoding = {key: value for key, value in decoding.items() if key != "cache_implementation"}
         # Sized to this batch. generate's own static cache is as long as the longest it has made on this
@@ -192,16 +196,21 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
     batches = plan_batches([len(e["prompt_ids"]) for e in examples], batch_size=batch_size, copies=candidates,
                            token_budget=token_budget, max_new_tokens=max_new_tokens, sort_by_length=sort_by_length)
     with tqdm(total=len(examples), desc=desc, unit="article") as progress:
-        def finish(indices: list[int], batch: list[dict], read) -> None:
-            """A batch's results, read back; a batch that failed (read None) or fails here, one at a time."""
+        def read_back(indices: list[int], batch: list[dict], read) -> tuple:
+            """A launched batch's results: (indices, batch, its Generated, or None where it failed)."""
             try:
-                if read is None:
-                    raise RuntimeError("the batch failed")
-                generated = [_chosen(tokenizer, e, rows, max_new_tokens)
-                             for e, rows in zip(batch, _by_prompt(read(), len(batch), candidates), strict=True)]
+                if read is not None:
+                    rows = _by_prompt(read(), len(batch), candidates)
+                    return indices, batch, [_chosen(tokenizer, e, out, max_new_tokens)
+                                            for e, out in zip(batch, rows, strict=True)]
             except torch.OutOfMemoryError:
                 raise
-            except Exception:  # noqa: BLE001 - isolate the failing article below
+            except Exception:  # noqa: BLE001 - retried one article at a time in record
+                pass
+            return indices, batch, None
+
+        def record(indices: list[int], batch: list[dict], generated: list[Generated] | None) -> None:
+            if generated is None:  # the batch failed: one article at a time, so one bad article costs only itself
                 generated = [_generate_one(model, tokenizer, e, options) for e in batch]
             for index, result in zip(indices, generated, strict=True):
                 results[index] = result
@@ -209,20 +218,26 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
                 on_batch(generated)
             progress.update(len(batch))
 
-        queued = None  # the batch launched last, read back once the next one is launched
+        queued = None  # the batch launched last: read back while the next one runs
         for indices in batches:
-            batch = [examples[i] for i in indices]
+            batch, done = [examples[i] for i in indices], []
+
+            def while_running() -> None:
+                if queued is not None and not done:
+                    done.append(read_back(*queued))
             try:
-                read = launch_batch(model, tokenizer, [e["prompt_ids"] for e in batch], **options)
+                read = launch_batch(model, tokenizer, [e["prompt_ids"] for e in batch], while_running=while_running,
+                                    **options)
             except torch.OutOfMemoryError:
                 raise
-            except Exception:  # noqa: BLE001 - retried one article at a time once the batch before is read
+            except Exception:  # noqa: BLE001 - retried one article at a time in record
                 read = None
-            if queued is not None:
-                finish(*queued)
+            while_running()  # where launching failed first, or did not call it
+            if done:
+                record(*done[0])
             queued = indices, batch, read
         if queued is not None:
-            finish(*queued)
+            record(*read_back(*queued))
     return results
 
 

@@ -369,7 +369,8 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                   eos_token_id: int, min_new_tokens: int = 0, line_tables: LineTables | None = None,
                   check_every: int = 8, warmup: int = 2, drop_below: float = 0.5, min_rows: int = 32,
                   prefill_tokens: int | None = None, decode_padding: float | None = None,
-                  triton_kernels: bool = False, lengths: list[int] | None = None) -> torch.Tensor:
+                  triton_kernels: bool = False, lengths: list[int] | None = None,
+                  while_running=None) -> torch.Tensor:
     """New tokens [rows, steps run] for a left-padded batch: eos after a row's end (eos or, with line_tables,
     its line's end), and steps run >= the longest row's tokens (the host checks every check_every steps).
 
@@ -383,7 +384,8 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     partial rotary embedding run fused (decode_padding then has no use). lengths: the prompts' lengths
     (attention_mask's row sums) where the caller knows them, so the host need not wait for the GPU to read
     them: then nothing here waits for the GPU before the first decode steps are queued, and the last steps may
-    still be queued when this returns (reading the tokens back waits for them)."""
+    still be queued when this returns (reading the tokens back waits for them). while_running: called once,
+    when the prefill and the first decode steps are queued and before the host first waits for the GPU."""
     fused = triton_kernels and kernels.available(input_ids.device)
     if fused:  # row attention reads each row's own slots: no runs of rows to plan
         decode_padding = None
@@ -411,6 +413,9 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         with _grouped_attention(model), record_function("decode"):
             while steps < max_new_tokens:
                 if steps % check_every == 0:
+                    if while_running is not None:
+                        while_running()
+                        while_running = None
                     running, left = len(decoder.rows), int(decoder.unfinished.sum())
                     if left == 0:
                         break
@@ -428,6 +433,8 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                             _capture(graph, decoder.step)
                     graph.replay()
                 steps += 1
+        if while_running is not None:  # fewer steps than check_every
+            while_running()
         if graph is not None:
             graph.reset()
         return decoder.new_tokens()[:, :steps]
