@@ -184,8 +184,9 @@ def generate_summaries(model, tokenizer, examples: list[dict], *, batch_size: in
     examples: dicts with "id" and "prompt_ids". Batches are planned by plan_batches; results are put
     back by index, so batch composition can't move a summary to another article. decoding: further
     `generate` options. A batch that fails is retried one example at a time, so one bad article
-    costs one recorded error, not its batch. Each batch is read back once the next one is launched
-    (launch_batch), so on a GPU the host reads one batch while the next one runs. on_batch, if given, receives each batch's results.
+    costs one recorded error, not its batch. Each batch is read back while the next one runs (launch_batch's
+    while_running), so on a GPU the host's reading overlaps the GPU's work. on_batch, if given, receives each
+    batch's results.
     candidates > 1: that many sequences per article (samples, or the best beams), and the prediction is
     the one that agrees most with the others (minimum Bayes risk, xsumtune/generate/mbr.py).
     """

@@ -6,9 +6,10 @@
 - fused_layers: Llama's RMSNorm, rotary embedding and SiLU gate each as one kernel, where PyTorch runs five to
   eight elementwise kernels, most in float32 (over half the smol profile's prefill time); Phi's partial rotary
   embedding as one kernel for q and k, where PyTorch slices, rotates and concatenates in a dozen (a sixth of
-  the phi2 profile's prefill time); both rotate q and k in place, a Phi only its rotated dims. Each rounds where PyTorch's ops round (bf16 after each product and sum of
-  the rotary embedding, the normalised row before the weight, SiLU before the gate): the same values, but for
-  a sum's order and the last bit of an exp or rsqrt, so at most a bf16 tie apart.
+  the phi2 profile's prefill time); both rotate q and k in place, a Phi only its rotated dims. Each rounds
+  where PyTorch's ops round (bf16 after each product and sum of the rotary embedding, the normalised row before
+  the weight, SiLU before the gate): the same values, but for a sum's order and the last bit of an exp or
+  rsqrt, so at most a bf16 tie apart.
 - a Phi decoder layer of plain Linear modules (a merged adapter) as fewer, fuller passes over memory: q, k and v
   one matmul (their weights one tensor, the modules' own weights views into it); the tanh GELU in fc1's matmul
   (cuBLASLt's epilogue); the residual sum in place, the attention's dense and fc2 each adding into the layer's
